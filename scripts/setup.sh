@@ -14,8 +14,7 @@ VPY=.venv/bin/python
 # An unpinned torch pulls a multi-GB CUDA build; 2.13.0 is a CPU wheel.
 if ! "$VPY" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
     echo "[setup] installing torch==2.13.0 (CPU)"
-    "$VPY" -m pip install -q "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
-        || "$VPY" -m pip install -q "torch==2.13.0"
+    "$VPY" -m pip install -q "torch==2.13.0"
 fi
 
 stamp=.venv/.safebot-installed

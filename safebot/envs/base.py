@@ -1,0 +1,357 @@
+"""The goal-conditioned MuJoCo arm environment that every safebot task shares.
+
+Actions are in [-1, 1]^k and scale to the task's *hard caps* (the action space
+never changes as the envelope widens; the shield projects inside it). In
+``joint_velocity`` mode an action is the seven arm joint velocities; in
+``ee_velocity`` mode it is the end effector's linear velocity, mapped to joint
+velocities by a damped pseudo-inverse with a null-space pull toward the home
+posture. Either way the command that reaches the velocity servos is affine in
+the physical action, ``qd = M u + c`` (:meth:`ArmTaskEnv.action_map`), which is
+what lets the shield write every joint-space limit as a row on ``u``.
+
+Costs come from physics (design rule 5): every substep is checked and the
+step's cost term is 1 if any substep crossed the safe threshold.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces
+
+from safebot.envs.physics import F64, ArmPhysics
+from safebot.resources import resolve
+from safebot.spec import SpecError, TaskSpec, load_task
+
+ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
+ARM_ACTUATORS = tuple(f"act_panda_joint{i}" for i in range(1, 8))
+COST_TERMS = ("contact_force", "obstacle", "joint_limit", "ee_speed")
+
+_PINV_DAMPING = 0.05  # damped least squares (Nakamura & Hanafusa 1986): bounded near singularities
+_NULL_GAIN = 1.0  # 1/s pull of the redundant DoF toward the home posture in ee_velocity mode
+
+
+def load_scene(spec: TaskSpec) -> mujoco.MjModel:
+    """Compile the task's scene, turning MuJoCo's errors into one naming the file."""
+    try:
+        path = resolve("assets", spec.robot.scene)
+    except FileNotFoundError as err:
+        raise SpecError(f"{spec.source}: [robot.scene] {err}") from None
+    try:
+        return mujoco.MjModel.from_xml_path(str(path))
+    except ValueError as err:
+        raise SpecError(f"{spec.source}: [robot.scene] cannot load {path}: {err}") from None
+
+
+class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
+    """Base class: physics, action mapping, physics costs; tasks add goals and rewards.
+
+    Args:
+        task: a :class:`TaskSpec`, a path to a TOML file, or a shipped task name.
+        render_mode: ``"rgb_array"`` or ``None``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
+
+    def __init__(self, task: TaskSpec | str | Path, render_mode: str | None = None) -> None:
+        self.task = task if isinstance(task, TaskSpec) else load_task(task)
+        spec = self.task
+        self.model = load_scene(spec)
+        self.data = mujoco.MjData(self.model)
+        try:
+            self.physics = ArmPhysics(self.model, self.data, joints=ARM_JOINTS)
+            self._act_ids = np.array(
+                [
+                    mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_ACTUATOR, a)
+                    for a in ARM_ACTUATORS
+                ]
+            )
+        except KeyError as err:
+            raise SpecError(f"{spec.source}: [robot.scene] {err.args[0]}") from None
+        if (self._act_ids < 0).any():
+            raise SpecError(
+                f"{spec.source}: [robot.scene] scene lacks the arm actuators {ARM_ACTUATORS}"
+            )
+        self._grip_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_ACTUATOR, "act_gripper")
+        self.metadata = {**self.metadata, "render_fps": int(round(spec.robot.control_hz))}
+        self.render_mode = render_mode
+        self._renderer: mujoco.Renderer | None = None
+
+        self.substeps = spec.robot.substeps
+        self.dt = self.model.opt.timestep * self.substeps
+        if abs(self.dt * spec.robot.control_hz - 1.0) > 1e-6:
+            raise SpecError(
+                f"{spec.source}: [robot] control_hz = {spec.robot.control_hz} does not match substeps = "
+                f"{self.substeps} at the scene's timestep {self.model.opt.timestep} s "
+                f"(expected control_hz = {1.0 / self.dt:g})"
+            )
+        self.home = np.asarray(spec.robot.home, dtype=np.float64)
+        self.q_low, self.q_high = self.physics.joint_limits()
+        if np.any(self.home < self.q_low) or np.any(self.home > self.q_high):
+            raise SpecError(f"{spec.source}: [robot.home] outside the arm's joint limits")
+
+        self.action_scale = self._hard_action_scale()
+        self.action_space = spaces.Box(-1.0, 1.0, shape=self.action_scale.shape, dtype=np.float32)
+        self._goal = np.zeros(self.goal_dim)
+        self._keepout = self._keepout_geoms()
+        self._goal_mocap = self._mocap_id("goal")
+        self._steps = 0
+        self._f6 = np.zeros(6)
+        self._jac_ee = np.zeros((3, self.model.nv))
+        adr = self.physics.qpos_adr
+        contiguous = bool(np.all(np.diff(adr) == 1))
+        self._qpos_slice = slice(int(adr[0]), int(adr[-1]) + 1) if contiguous else adr
+        obs = self._reset_state_and_obs(np.random.default_rng(0))
+        self.observation_space = spaces.Dict(
+            {
+                "observation": spaces.Box(
+                    -np.inf, np.inf, shape=obs["observation"].shape, dtype=np.float64
+                ),
+                "achieved_goal": spaces.Box(
+                    -np.inf, np.inf, shape=(self.goal_dim,), dtype=np.float64
+                ),
+                "desired_goal": spaces.Box(
+                    -np.inf, np.inf, shape=(self.goal_dim,), dtype=np.float64
+                ),
+            }
+        )
+
+    # ------------------------------------------------------------ task hooks
+    goal_dim: int = 3
+
+    @abc.abstractmethod
+    def _sample_goal(self, rng: np.random.Generator) -> F64: ...
+
+    @abc.abstractmethod
+    def _achieved_goal(self) -> F64: ...
+
+    def _task_obs(self) -> F64:
+        """Task-specific observation entries appended after the arm state."""
+        return np.zeros(0)
+
+    def _reset_task(self, rng: np.random.Generator) -> None:
+        """Place task objects at reset (after the arm is placed)."""
+
+    def _goal_reached(self, achieved: F64, desired: F64) -> F64:
+        """Vectorised per-step success condition over the last axis."""
+        return (np.linalg.norm(achieved - desired, axis=-1) < self.task.goal.threshold).astype(
+            np.float64
+        )
+
+    def _goal_distance(self, achieved: F64, desired: F64) -> F64:
+        return np.asarray(np.linalg.norm(achieved - desired, axis=-1), dtype=np.float64)
+
+    def _is_success(self, achieved: F64) -> bool:
+        return bool(self._goal_reached(achieved, self._goal))
+
+    # ---------------------------------------------------------------- gym API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        self._steps = 0
+        obs = self._reset_state_and_obs(self.np_random)
+        return obs, {"is_success": False, "cost": 0.0, **{f"cost/{t}": 0.0 for t in COST_TERMS}}
+
+    def step(
+        self, action: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != self.action_scale.shape:
+            raise ValueError(f"action has shape {a.shape}, expected {self.action_scale.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(
+                f"action contains NaN or inf: {a}; wrap the env in safebot.Shield for a safe stop instead"
+            )
+        u = np.clip(a, -1.0, 1.0) * self.action_scale
+        M, c = self.action_map()
+        qd = M @ u + c
+        self.data.ctrl[self._act_ids] = qd
+        if self._grip_id >= 0:
+            self.data.ctrl[self._grip_id] = 0.0
+        costs = self._simulate()
+        self._steps += 1
+        self._after_step()
+        obs = self._obs()
+        achieved = obs["achieved_goal"]
+        info: dict[str, Any] = {f"cost/{t}": v for t, v in zip(COST_TERMS, costs, strict=True)}
+        info["cost"] = float(max(costs))
+        info["is_success"] = self._is_success(achieved)
+        info["commanded_qvel"] = qd
+        reward = float(self.compute_reward(achieved, self._goal, info))
+        unstable = not np.all(np.isfinite(self.data.qpos))
+        if unstable:
+            info["physics_error"] = "non-finite state; episode truncated"
+        truncated = self._steps >= self.task.robot.max_episode_steps or unstable
+        return obs, reward, False, truncated, info
+
+    def compute_reward(self, achieved_goal: Any, desired_goal: Any, info: Any) -> Any:
+        """Sparse: -1 until the goal condition holds, 0 when it does. Dense: minus the goal distance.
+
+        Vectorised over leading axes, as HER needs.
+        """
+        achieved = np.asarray(achieved_goal, dtype=np.float64)
+        desired = np.asarray(desired_goal, dtype=np.float64)
+        if self.task.reward.type == "sparse":
+            return self._goal_reached(achieved, desired) - 1.0
+        return -self._goal_distance(achieved, desired)
+
+    def render(self) -> np.ndarray | None:  # type: ignore[override]
+        if self.render_mode != "rgb_array":
+            return None
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.model, 480, 640)
+        cam = (
+            "front"
+            if mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, "front") >= 0
+            else -1
+        )
+        self._renderer.update_scene(self.data, camera=cam)
+        return self._renderer.render()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # --------------------------------------------------------- shield support
+    @property
+    def action_mode(self) -> str:
+        return self.task.robot.action_mode
+
+    @property
+    def goal(self) -> F64:
+        return self._goal.copy()
+
+    def action_map(self) -> tuple[F64, F64]:
+        """``(M, c)`` with commanded joint velocity ``qd = M u + c`` for a physical action ``u``."""
+        if self.action_mode == "joint_velocity":
+            return np.eye(7), np.zeros(7)
+        J = self.physics.ee_jacobian()
+        JJt = J @ J.T + _PINV_DAMPING**2 * np.eye(3)
+        J_pinv = J.T @ np.linalg.solve(JJt, np.eye(3))
+        null = np.eye(7) - J_pinv @ J
+        return J_pinv, null @ (_NULL_GAIN * (self.home - self.physics.qpos()))
+
+    def keepout_boxes(self) -> list[tuple[F64, F64]]:
+        """World-axis-aligned keep-out boxes ``(centre, half_size)`` from the scene's geoms."""
+        out = []
+        for g in self._keepout:
+            out.append((self.data.geom_xpos[g].copy(), self.model.geom_size[g].copy()))
+        return out
+
+    # ---------------------------------------------------------------- internals
+    def _hard_action_scale(self) -> F64:
+        lim = self.task.limits
+        if self.action_mode == "joint_velocity":
+            ctrl_hi = self.model.actuator_ctrlrange[self._act_ids, 1]
+            if lim.joint_velocity is None:
+                return ctrl_hi.copy()
+            cap = np.broadcast_to(np.asarray(lim.joint_velocity.cap, dtype=np.float64), (7,))
+            return np.minimum(cap, ctrl_hi)
+        if lim.ee_speed is None:
+            raise SpecError(
+                f"{self.task.source}: [limits.ee_speed] is required for action_mode = 'ee_velocity'"
+            )
+        return np.broadcast_to(np.asarray(lim.ee_speed.cap, dtype=np.float64), (3,)).copy()
+
+    def _keepout_geoms(self) -> list[int]:
+        ko = self.task.limits.keepout
+        if ko is None:
+            return []
+        ids = []
+        for name in ko.geoms:
+            g = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, name)
+            if g < 0:
+                raise SpecError(
+                    f"{self.task.source}: [limits.keepout.geoms] scene has no geom named {name!r}"
+                )
+            if self.model.geom_type[g] != mujoco.mjtGeom.mjGEOM_BOX:
+                raise SpecError(
+                    f"{self.task.source}: [limits.keepout.geoms] geom {name!r} is not a box"
+                )
+            ids.append(g)
+        return ids
+
+    def _mocap_id(self, body: str) -> int:
+        b = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, body)
+        return int(self.model.body_mocapid[b]) if b >= 0 else -1
+
+    def _reset_state_and_obs(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        mujoco.mj_resetData(self.model, self.data)
+        noise = self.task.robot.home_noise
+        q = np.clip(
+            self.home + rng.uniform(-noise, noise, 7), self.q_low + 0.05, self.q_high - 0.05
+        )
+        self.data.qpos[self.physics.qpos_adr] = q
+        self.data.ctrl[:] = 0.0
+        self._reset_task(rng)
+        mujoco.mj_kinematics(self.model, self.data)  # goal sampling reads geom and site poses
+        self._goal = self._sample_goal(rng)
+        if self._goal_mocap >= 0:
+            self.data.mocap_pos[self._goal_mocap] = self._goal_marker()
+        mujoco.mj_forward(self.model, self.data)
+        return self._obs()
+
+    def _goal_marker(self) -> F64:
+        return self._goal[:3]
+
+    def _after_step(self) -> None:
+        """Per-step task bookkeeping (e.g. the press task's hold counter)."""
+
+    def _simulate(self) -> list[float]:
+        """Run the substeps; return the step's cost terms (each 0 or 1).
+
+        Every substep is checked (an impact lasts a few ms); this loop is the
+        env's hot path, so it reads MuJoCo's arrays in place.
+        """
+        m, d, phys, cost = self.model, self.data, self.physics, self.task.cost
+        force = obstacle = joint = speed = 0.0
+        keepout = self._keepout
+        check_obstacle = cost.obstacle_contact and bool(keepout)
+        arm_geom = phys.arm_geom
+        f6 = self._f6
+        safe_force = cost.safe_contact_force
+        lo = self.q_low + cost.joint_limit_tolerance
+        hi = self.q_high - cost.joint_limit_tolerance
+        qs = self._qpos_slice
+        safe_v2 = cost.safe_ee_speed**2
+        jac = self._jac_ee
+        site = phys.ee_site_id
+        for _ in range(self.substeps):
+            mujoco.mj_step(m, d)
+            for i in range(d.ncon):
+                c = d.contact[i]
+                g1, g2 = c.geom1, c.geom2
+                if check_obstacle and (
+                    (g1 in keepout and arm_geom[g2]) or (g2 in keepout and arm_geom[g1])
+                ):
+                    obstacle = 1.0
+                if force == 0.0 and c.efc_address >= 0:
+                    mujoco.mj_contactForce(m, d, i, f6)
+                    if abs(f6[0]) > safe_force:
+                        force = 1.0
+            if joint == 0.0:
+                q = d.qpos[qs]
+                if (q < lo).any() or (q > hi).any():
+                    joint = 1.0
+            if speed == 0.0:
+                mujoco.mj_jacSite(m, d, jac, None, site)
+                v = jac @ d.qvel
+                if v @ v > safe_v2:
+                    speed = 1.0
+        return [force, obstacle, joint, speed]
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        phys = self.physics
+        arm = np.concatenate([phys.qpos(), phys.qvel(), phys.ee_pos(), phys.ee_vel()])
+        return {
+            "observation": np.concatenate([arm, self._task_obs()]),
+            "achieved_goal": self._achieved_goal(),
+            "desired_goal": self._goal.copy(),
+        }

@@ -1,0 +1,188 @@
+"""The three manipulation tasks: Reach, Push and Press.
+
+Each is data (``tasks/<name>.toml``) plus the few hooks below: how a goal is
+sampled, what the achieved goal is, and what extra state the policy observes.
+
+Reward terms (ranges per step):
+    sparse: -1 until the goal condition holds, 0 while it holds (HER-friendly).
+    dense:  minus the goal distance (m for Reach/Push; m + normalised force error for Press).
+Cost terms (0 or 1 per step, from physics; ``cost`` is their maximum):
+    contact_force: any contact normal force above ``cost.safe_contact_force``.
+    obstacle:      any arm geom touching a keep-out geom.
+    joint_limit:   any arm joint within ``cost.joint_limit_tolerance`` of its range.
+    ee_speed:      measured end-effector speed above ``cost.safe_ee_speed``.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+
+from safebot.envs.base import ArmTaskEnv
+from safebot.envs.physics import F64
+from safebot.spec import SpecError
+
+
+class ReachEnv(ArmTaskEnv):
+    """Move the end effector to a sampled goal without touching the keep-out obstacle.
+
+    Observation: arm state (q, qd, ee position, ee velocity) = 20 values.
+    Goals are sampled in ``[goal]`` outside every keep-out box (plus the start margin).
+    """
+
+    def _sample_goal(self, rng: np.random.Generator) -> F64:
+        g = self.task.goal
+        lo, hi = np.asarray(g.low), np.asarray(g.high)
+        margin = self.task.limits.keepout.start if self.task.limits.keepout else 0.0
+        boxes = self.keepout_boxes()
+        for _ in range(1000):
+            goal = rng.uniform(lo, hi)
+            if all(np.any(np.abs(goal - c) > h + margin) for c, h in boxes):
+                return goal
+        raise SpecError(f"{self.task.source}: [goal] region lies inside the keep-out boxes")
+
+    def _achieved_goal(self) -> F64:
+        return self.physics.ee_pos()
+
+
+class PushEnv(ArmTaskEnv):
+    """Push a block across the table to a goal on the table.
+
+    Observation: arm state (20) + block position (3), block minus ee (3), block linear velocity (3).
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self._block_body = -1
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def _block(self) -> int:
+        if self._block_body < 0:
+            b = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "block")
+            if b < 0:
+                raise SpecError(
+                    f"{self.task.source}: [robot.scene] the push scene has no body 'block'"
+                )
+            self._block_body = b
+            j = self.model.body_jntadr[b]
+            self._block_qadr = int(self.model.jnt_qposadr[j])
+            self._block_dadr = int(self.model.jnt_dofadr[j])
+            self._block_z = float(self.model.body_pos[b][2])
+        return self._block_body
+
+    def _reset_task(self, rng: np.random.Generator) -> None:
+        self._block()
+        g = self.task.goal
+        # block starts in the near half of the goal region's x, anywhere along y
+        x = rng.uniform(g.low[0], 0.5 * (g.low[0] + g.high[0]))
+        y = rng.uniform(g.low[1], g.high[1])
+        qa = self._block_qadr
+        self.data.qpos[qa : qa + 3] = (x, y, self._block_z)
+        self.data.qpos[qa + 3 : qa + 7] = (1.0, 0.0, 0.0, 0.0)
+
+    def _sample_goal(self, rng: np.random.Generator) -> F64:
+        g = self.task.goal
+        lo, hi = np.asarray(g.low), np.asarray(g.high)
+        block = self.data.qpos[self._block_qadr : self._block_qadr + 3]
+        for _ in range(1000):
+            goal = rng.uniform(lo, hi)
+            goal[2] = block[2]
+            if np.linalg.norm(goal[:2] - block[:2]) > 0.1:
+                return goal
+        return goal
+
+    def _achieved_goal(self) -> F64:
+        return self.data.qpos[self._block_qadr : self._block_qadr + 3].copy()
+
+    def _task_obs(self) -> F64:
+        block = self._achieved_goal()
+        vel = self.data.qvel[self._block_dadr : self._block_dadr + 3]
+        return np.concatenate([block, block - self.physics.ee_pos(), vel])
+
+
+class PressEnv(ArmTaskEnv):
+    """Touch the plate at a target point and hold a normal force inside a band.
+
+    Goals are ``(x, y, f)`` with ``f`` the normal force divided by ``goal.force_high``.
+    The step condition holds when the contact point is within ``goal.threshold``
+    of the target and the force is inside ``[force_low, force_high]``; the task
+    succeeds once it has held for ``goal.hold_steps`` consecutive steps.
+
+    Observation: arm state (20) + normalised plate force (1) + target minus ee in xy (2).
+    """
+
+    goal_dim = 3
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self._plate_geom = -1
+        self._hold = 0
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def _plate(self) -> int:
+        if self._plate_geom < 0:
+            g = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, "plate_geom")
+            if g < 0:
+                raise SpecError(
+                    f"{self.task.source}: [robot.scene] the press scene has no geom 'plate_geom'"
+                )
+            self._plate_geom = g
+        return self._plate_geom
+
+    def plate_force(self) -> float:
+        """Total normal force (N) between the arm and the plate."""
+        plate = self._plate()
+        total = 0.0
+        f6 = np.zeros(6)
+        d = self.data
+        for i in range(d.ncon):
+            c = d.contact[i]
+            if (c.geom1 == plate and self.physics.arm_geom[c.geom2]) or (
+                c.geom2 == plate and self.physics.arm_geom[c.geom1]
+            ):
+                mujoco.mj_contactForce(self.model, d, i, f6)
+                total += abs(f6[0])
+        return total
+
+    def _reset_task(self, rng: np.random.Generator) -> None:
+        self._plate()
+        self._hold = 0
+
+    def _sample_goal(self, rng: np.random.Generator) -> F64:
+        g = self.task.goal
+        xy = rng.uniform(g.low[:2], g.high[:2])
+        target = 0.5 * (g.force_low + g.force_high) / g.force_high
+        return np.array([xy[0], xy[1], target])
+
+    def _achieved_goal(self) -> F64:
+        ee = self.physics.ee_pos()
+        return np.array([ee[0], ee[1], self.plate_force() / self.task.goal.force_high])
+
+    def _goal_reached(self, achieved: F64, desired: F64) -> F64:
+        g = self.task.goal
+        near = np.linalg.norm(achieved[..., :2] - desired[..., :2], axis=-1) < g.threshold
+        force = achieved[..., 2] * g.force_high
+        in_band = (force >= g.force_low) & (force <= g.force_high)
+        return (near & in_band).astype(np.float64)
+
+    def _goal_distance(self, achieved: F64, desired: F64) -> F64:
+        xy = np.linalg.norm(achieved[..., :2] - desired[..., :2], axis=-1)
+        return np.asarray(xy + np.abs(achieved[..., 2] - desired[..., 2]), dtype=np.float64)
+
+    def _after_step(self) -> None:
+        held = bool(self._goal_reached(self._achieved_goal(), self._goal))
+        self._hold = self._hold + 1 if held else 0
+
+    def _is_success(self, achieved: F64) -> bool:
+        return self._hold >= self.task.goal.hold_steps
+
+    def _goal_marker(self) -> F64:
+        plate = self._plate()
+        top = self.data.geom_xpos[plate][2] + self.model.geom_size[plate][2]
+        return np.array([self._goal[0], self._goal[1], top])
+
+    def _task_obs(self) -> F64:
+        ee = self.physics.ee_pos()
+        force = self.plate_force() / self.task.goal.force_high
+        return np.array([force, self._goal[0] - ee[0], self._goal[1] - ee[1]])
+
+
+TASK_CLASSES: dict[str, type[ArmTaskEnv]] = {"reach": ReachEnv, "push": PushEnv, "press": PressEnv}

@@ -1,0 +1,270 @@
+"""TOML task specs -> frozen, validated pydantic models.
+
+Every file loads through :func:`load_model`, so a malformed file, a missing or
+unknown key, or an out-of-range value raises :class:`SpecError` naming the file,
+the key path and what was allowed — never a bare ``KeyError`` later in a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class SpecError(ValueError):
+    """A spec or profile file is malformed; the message names the file and the key."""
+
+
+class Frozen(BaseModel):
+    """Base for spec sections: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "missing required key"
+        else:
+            msg = e["msg"]
+            if "input" in e and not isinstance(e["input"], dict):
+                msg += f" (got {e['input']!r})"
+        lines.append(f"{source}: [{loc}] {msg}")
+    return "\n".join(lines)
+
+
+def parse_model(data: dict[str, Any], model: type[M], source: str = "<dict>") -> M:
+    """Validate a parsed mapping into ``model``; errors name ``source`` and the key path."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_errors(err, source)) from None
+
+
+def load_model(path: str | Path, model: type[M]) -> M:
+    """Read a TOML file into ``model``.
+
+    Raises:
+        SpecError: the file is missing, not valid TOML, or fails validation; the
+            message names the file and each offending key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: file not found") from None
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"{path}: invalid TOML: {err}") from None
+    return parse_model(data, model, str(path))
+
+
+# --------------------------------------------------------------------------- task spec
+
+PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Vec3 = Annotated[tuple[Finite, Finite, Finite], Field()]
+ScalarOrList = PositiveFloat | list[PositiveFloat]
+
+
+class TaskInfo(Frozen):
+    """``[task]``: what the task is."""
+
+    name: str
+    kind: Literal["reach", "push", "press"]
+    description: str = ""
+
+
+class RobotSection(Frozen):
+    """``[robot]``: the scene, how actions are interpreted, and the control rate."""
+
+    scene: str = Field(description="MJCF scene, relative to assets/ (e.g. 'panda/scene_reach.xml')")
+    action_mode: Literal["joint_velocity", "ee_velocity"] = "joint_velocity"
+    control_hz: PositiveFloat = 25.0
+    substeps: Annotated[int, Field(ge=1, le=1000)] = 20
+    max_episode_steps: Annotated[int, Field(ge=1, le=100_000)] = 50
+    home: list[Finite] = Field(
+        default=[0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785],
+        description="arm joint configuration at reset (rad)",
+    )
+    home_noise: NonNegFloat = Field(0.05, description="uniform joint noise at reset (rad)")
+
+
+class GoalSection(Frozen):
+    """``[goal]``: where goals are sampled and when a goal counts as reached."""
+
+    low: Vec3
+    high: Vec3
+    threshold: PositiveFloat = Field(0.03, description="success distance (m)")
+    # press only: the force band (N) to hold, and for how many consecutive steps
+    force_low: NonNegFloat = 5.0
+    force_high: NonNegFloat = 15.0
+    hold_steps: Annotated[int, Field(ge=1)] = 5
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GoalSection:
+        for i, (lo, hi) in enumerate(zip(self.low, self.high, strict=True)):
+            if lo > hi:
+                raise ValueError(f"low[{i}]={lo} > high[{i}]={hi}")
+        if self.force_low > self.force_high:
+            raise ValueError(f"force_low={self.force_low} > force_high={self.force_high}")
+        return self
+
+
+class RewardSection(Frozen):
+    """``[reward]``: sparse (-1 until success, 0 after: HER-friendly) or dense (-distance)."""
+
+    type: Literal["sparse", "dense"] = "sparse"
+
+
+class CostSection(Frozen):
+    """``[cost]``: safe thresholds; physics above them is a damage event (cost 1 that step)."""
+
+    safe_contact_force: PositiveFloat = Field(40.0, description="N, arm or object contact")
+    safe_ee_speed: PositiveFloat = Field(0.6, description="m/s, measured end-effector speed")
+    joint_limit_tolerance: PositiveFloat = Field(0.01, description="rad from a position limit")
+    obstacle_contact: bool = Field(True, description="any arm contact with a keep-out geom")
+
+
+class RangeLimit(Frozen):
+    """A limit whose bound loosens from ``start`` up to the hard ``cap``."""
+
+    start: ScalarOrList
+    cap: ScalarOrList
+
+
+class MarginLimit(Frozen):
+    """A limit whose margin shrinks from ``start`` down to the hard ``cap`` (the smallest margin)."""
+
+    start: NonNegFloat
+    cap: NonNegFloat
+
+
+class WorkspaceLimit(Frozen):
+    """End effector stays inside a box that grows from ``start`` to ``cap``."""
+
+    start_low: Vec3
+    start_high: Vec3
+    cap_low: Vec3
+    cap_high: Vec3
+
+
+class KeepoutLimit(Frozen):
+    """Sites stay outside the named box geoms by a margin that shrinks from start to cap."""
+
+    geoms: list[str] = Field(min_length=1)
+    sites: list[str] = Field(default_factory=lambda: ["ee_site"], min_length=1)
+    start: NonNegFloat = 0.08
+    cap: NonNegFloat = 0.02
+
+
+class BarrierLimit(MarginLimit):
+    """Joint position margin with the barrier gain (1/s) of the rate limit toward it."""
+
+    gain: PositiveFloat = 5.0
+
+
+class LimitsSection(Frozen):
+    """``[limits]``: every limit the shield may enforce; absent ones are not enforced."""
+
+    joint_velocity: RangeLimit | None = None
+    ee_speed: RangeLimit | None = None
+    workspace: WorkspaceLimit | None = None
+    keepout: KeepoutLimit | None = None
+    joint_position: BarrierLimit | None = None
+    contact_force: RangeLimit | None = None
+    barrier_gain: PositiveFloat = Field(
+        5.0,
+        description="1/s: allowed approach rate to a position-like boundary per metre of distance",
+    )
+
+
+class TaskSpec(Frozen):
+    """One task: ``tasks/<name>.toml``."""
+
+    task: TaskInfo
+    robot: RobotSection
+    goal: GoalSection
+    reward: RewardSection = RewardSection()
+    cost: CostSection = CostSection()
+    limits: LimitsSection = LimitsSection()
+    source: str = Field("<memory>", exclude=True)
+
+    @field_validator("robot")
+    @classmethod
+    def _home_len(cls, v: RobotSection) -> RobotSection:
+        if len(v.home) != 7:
+            raise ValueError(f"home must list 7 arm joints, got {len(v.home)}")
+        return v
+
+    @model_validator(mode="after")
+    def _limits_consistent(self) -> TaskSpec:
+        lim = self.limits
+        for name in ("joint_velocity", "ee_speed", "contact_force"):
+            rl: RangeLimit | None = getattr(lim, name)
+            if rl is None:
+                continue
+            start, cap = _as_list(rl.start), _as_list(rl.cap)
+            if len(start) != len(cap) and 1 not in (len(start), len(cap)):
+                raise ValueError(f"limits.{name}: start has {len(start)} values, cap {len(cap)}")
+            n = max(len(start), len(cap))
+            for i in range(n):
+                s, c = start[i % len(start)], cap[i % len(cap)]
+                if c < s:
+                    raise ValueError(
+                        f"limits.{name}: cap {c} < start {s} (index {i}); the cap is the loosest bound"
+                    )
+        for name in ("keepout", "joint_position"):
+            ml = getattr(lim, name)
+            if ml is not None and ml.cap > ml.start:
+                raise ValueError(
+                    f"limits.{name}: cap margin {ml.cap} > start margin {ml.start}; the cap is the smallest margin"
+                )
+        ws = lim.workspace
+        if ws is not None:
+            for i in range(3):
+                if not (ws.cap_low[i] <= ws.start_low[i] < ws.start_high[i] <= ws.cap_high[i]):
+                    raise ValueError(
+                        f"limits.workspace axis {i}: need cap_low <= start_low < start_high <= cap_high, got "
+                        f"{ws.cap_low[i]}, {ws.start_low[i]}, {ws.start_high[i]}, {ws.cap_high[i]}"
+                    )
+        if self.limits.joint_velocity is not None:
+            for v in _as_list(self.limits.joint_velocity.cap):
+                if v > 2.61 + 1e-9:
+                    raise ValueError(
+                        f"limits.joint_velocity.cap {v} exceeds the Panda's 2.61 rad/s"
+                    )
+        return self
+
+    @property
+    def control_dt(self) -> float:
+        return 1.0 / self.robot.control_hz
+
+
+def _as_list(v: float | list[float]) -> list[float]:
+    return list(v) if isinstance(v, list) else [float(v)]
+
+
+def load_task(path_or_name: str | Path) -> TaskSpec:
+    """Load a task spec from a path or a shipped name (``"reach"`` -> ``tasks/reach.toml``)."""
+    from safebot.resources import resolve
+
+    try:
+        path = resolve("tasks", path_or_name)
+    except FileNotFoundError as err:
+        raise SpecError(str(err)) from None
+    spec = load_model(path, TaskSpec)
+    return spec.model_copy(update={"source": str(path)})
