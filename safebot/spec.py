@@ -8,68 +8,14 @@ the key path and what was allowed — never a bare ``KeyError`` later in a run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal
 
-import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-M = TypeVar("M", bound=BaseModel)
+from safebot.config import Frozen, SpecError, load_model, parse_model  # re-exported
+from safebot.schedulers import CompetenceConfig, SchedulerConfig
 
-
-class SpecError(ValueError):
-    """A spec or profile file is malformed; the message names the file and the key."""
-
-
-class Frozen(BaseModel):
-    """Base for spec sections: immutable, unknown keys rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif e["type"] == "missing":
-            msg = "missing required key"
-        else:
-            msg = e["msg"]
-            if "input" in e and not isinstance(e["input"], dict):
-                msg += f" (got {e['input']!r})"
-        lines.append(f"{source}: [{loc}] {msg}")
-    return "\n".join(lines)
-
-
-def parse_model(data: dict[str, Any], model: type[M], source: str = "<dict>") -> M:
-    """Validate a parsed mapping into ``model``; errors name ``source`` and the key path."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        raise SpecError(_format_errors(err, source)) from None
-
-
-def load_model(path: str | Path, model: type[M]) -> M:
-    """Read a TOML file into ``model``.
-
-    Raises:
-        SpecError: the file is missing, not valid TOML, or fails validation; the
-            message names the file and each offending key.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{path}: file not found") from None
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise SpecError(f"{path}: invalid TOML: {err}") from None
-    return parse_model(data, model, str(path))
-
+__all__ = ["Frozen", "SpecError", "TaskSpec", "load_model", "load_task", "parse_model"]
 
 # --------------------------------------------------------------------------- task spec
 
@@ -192,6 +138,43 @@ class LimitsSection(Frozen):
     )
 
 
+class TrainSection(Frozen):
+    """``[train]``: learner defaults for this task (the CLI can override algo, steps, seed, n_envs).
+
+    SAC runs with HER on these goal-conditioned tasks; PPO uses the on-policy keys.
+    """
+
+    algo: Literal["sac", "ppo"] = "sac"
+    total_steps: Annotated[int, Field(ge=1)] = 20_000
+    n_envs: Annotated[int, Field(ge=1, le=64)] = 1
+    seed: Annotated[int, Field(ge=0)] = 0
+    torch_threads: Annotated[int, Field(ge=1, le=64)] = 1
+    net_arch: list[Annotated[int, Field(ge=1)]] = Field(default=[256, 256], min_length=1)
+    learning_rate: PositiveFloat = 1e-3
+    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    batch_size: Annotated[int, Field(ge=1)] = 256
+    # SAC
+    buffer_size: Annotated[int, Field(ge=1)] = 200_000
+    learning_starts: Annotated[int, Field(ge=0)] = 1_000
+    train_freq: Annotated[int, Field(ge=1)] = 1
+    gradient_steps: Annotated[int, Field(ge=1)] = 1
+    her: bool = True
+    her_goals: Annotated[int, Field(ge=1)] = 4
+    # PPO
+    n_steps: Annotated[int, Field(ge=2)] = 1024
+    n_epochs: Annotated[int, Field(ge=1)] = 10
+    # envelope and evaluation
+    observe_width: bool = Field(True, description="append the width per limit to the observation")
+    eval_every: Annotated[int, Field(ge=1)] = Field(
+        2_000, description="training steps between evaluations"
+    )
+    eval_episodes: Annotated[int, Field(ge=1)] = Field(
+        10, description="held-out episodes per evaluation"
+    )
+    checkpoint_every: Annotated[int, Field(ge=1)] = 5_000
+    save_replay_buffer: bool = True
+
+
 class TaskSpec(Frozen):
     """One task: ``tasks/<name>.toml``."""
 
@@ -201,6 +184,8 @@ class TaskSpec(Frozen):
     reward: RewardSection = RewardSection()
     cost: CostSection = CostSection()
     limits: LimitsSection = LimitsSection()
+    train: TrainSection = TrainSection()
+    scheduler: SchedulerConfig = Field(default_factory=CompetenceConfig)
     source: str = Field("<memory>", exclude=True)
 
     @field_validator("robot")
