@@ -8,12 +8,11 @@ the key path and what was allowed — never a bare ``KeyError`` later in a run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from safebot.config import Frozen, SpecError, load_model, parse_model  # re-exported
-from safebot.schedulers import CompetenceConfig, SchedulerConfig
 
 __all__ = ["Frozen", "SpecError", "TaskSpec", "load_model", "load_task", "parse_model"]
 
@@ -185,8 +184,20 @@ class TaskSpec(Frozen):
     cost: CostSection = CostSection()
     limits: LimitsSection = LimitsSection()
     train: TrainSection = TrainSection()
-    scheduler: SchedulerConfig = Field(default_factory=CompetenceConfig)
+    scheduler: Any = Field(
+        default_factory=lambda: {"kind": "competence"},
+        validate_default=True,
+        description="[scheduler] table: kind = static | linear | competence | pi, plus its settings",
+    )
     source: str = Field("<memory>", exclude=True)
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _scheduler(cls, v: Any) -> Any:
+        # imported here: safebot.schedulers builds its configs on safebot.config.Frozen
+        from safebot.schedulers import parse_scheduler_config
+
+        return v if isinstance(v, Frozen) else parse_scheduler_config(v)
 
     @field_validator("robot")
     @classmethod
