@@ -5,7 +5,8 @@ ships with pybullet (``pybullet_data/franka_panda``, Apache-2.0), so MuJoCo and
 the PyBullet controller stub share one kinematic tree. The compiled tree is then
 written out as a clean MJCF and the parts a URDF cannot express are added:
 published joint limits, gravity compensation, velocity servos, a coupled
-gripper, sites, sensors and the ``home`` keyframe. See assets/panda/README.md.
+gripper, sites and sensors. The scenes beside it (scene*.xml, workspace.xml)
+are written by hand. See assets/panda/README.md.
 
 Running the script again regenerates the committed files byte for byte:
 
@@ -40,7 +41,8 @@ DQ_MAX = (2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61)
 TAU_MAX = (87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0)
 
 # Velocity-servo gains (N m s/rad). kv ~ M_ii / 4 ms, with M_ii the diagonal of
-# the joint-space inertia (armature included) in the ready pose: the closed
+# the joint-space inertia (armature included) in the ready pose
+# q = (0, -0.785, 0, -2.356, 0, 1.571, 0.785): the closed
 # loop's time constant is then ~4 ms, so a velocity step settles (5 tau) within
 # ~20 ms whenever the torque limit does not saturate. implicitfast integrates
 # the servo damping implicitly, so these gains are stable at dt = 2 ms.
@@ -53,9 +55,6 @@ GRIPPER_KP = 500.0  # N/m
 GRIPPER_KV = 20.0  # N s/m, about critical for the two 0.1 kg fingers
 GRIPPER_FORCE = 20.0  # N, the URDF's finger effort
 GRIPPER_OPEN = 0.04  # m per finger
-
-# Ready pose (franka_ros / libfranka examples), fingers open.
-READY_POSE = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
 
 # The URDF's fixed link panda_grasptarget sits 0.105 m along panda_hand's z
 # axis; it becomes ee_site. panda_link8 (the flange, massless) is folded away.
@@ -276,15 +275,6 @@ def build_mjcf(spec: mujoco.MjSpec) -> ET.Element:
     sub(sensor, "force", name="wrist_force", site="wrist_site")
     sub(sensor, "torque", name="wrist_torque", site="wrist_site")
 
-    # Scenes may append free bodies and mocap bodies: MuJoCo fills the missing
-    # qpos/mocap entries of a shorter keyframe from the model defaults.
-    sub(
-        sub(root, "keyframe"),
-        "key",
-        name="home",
-        qpos=fmt(*READY_POSE, GRIPPER_OPEN, GRIPPER_OPEN),
-        ctrl=fmt(*([0.0] * 7), GRIPPER_OPEN),
-    )
     return root
 
 
