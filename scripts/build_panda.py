@@ -56,10 +56,6 @@ GRIPPER_KV = 20.0  # N s/m, about critical for the two 0.1 kg fingers
 GRIPPER_FORCE = 20.0  # N, the URDF's finger effort
 GRIPPER_OPEN = 0.04  # m per finger
 
-# The URDF's fixed link panda_grasptarget sits 0.105 m along panda_hand's z
-# axis; it becomes ee_site. panda_link8 (the flange, massless) is folded away.
-GRASP_OFFSET = 0.105
-
 # Bodies that get an AABB-centred keep-out site, and the site's name.
 LINK_SITES = {
     "panda_link3": "site_link3",
@@ -150,7 +146,7 @@ def write_body(
         write_body(parent, hand, boxes, pos=np.asarray(body.pos) + np.asarray(hand.pos))
         return
     if name == "panda_grasptarget":
-        return  # becomes ee_site below
+        return  # massless fixed link 0.105 m along the hand's z: becomes ee_site
     elem = sub(parent, "body", name=name)
     p = np.asarray(body.pos) if pos is None else pos
     if np.any(p != 0):
@@ -184,8 +180,10 @@ def write_body(
         if np.any(np.asarray(geom.quat) != (1, 0, 0, 0)):
             g.set("quat", fmt(*geom.quat))
     if name == "panda_hand":
-        sub(elem, "site", name="wrist_site", size="0.01")
-        sub(elem, "site", name="ee_site", pos=fmt(0, 0, GRASP_OFFSET), size="0.01")
+        sub(elem, "site", name="wrist_site", size="0.01")  # the flange
+        (target,) = [b for b in body.bodies if b.name == "panda_grasptarget"]
+        assert np.all(np.asarray(target.quat) == (1, 0, 0, 0)), "grasp target is not rotated"
+        sub(elem, "site", name="ee_site", pos=fmt(*target.pos), size="0.01")
     if name in LINK_SITES:
         centre, half = boxes[name]
         # Radius: half the second-largest extent, i.e. the link's cross-section.
