@@ -47,6 +47,14 @@ class RobotSection(Frozen):
     )
     home_noise: NonNegFloat = Field(0.05, description="uniform joint noise at reset (rad)")
 
+    @field_validator("home")
+    @classmethod
+    def _home_len(cls, v: list[float]) -> list[float]:
+        # validated on the field (not on [robot]) so the error names the key robot.home
+        if len(v) != 7:
+            raise ValueError(f"home must list 7 arm joints, got {len(v)}")
+        return v
+
 
 class GoalSection(Frozen):
     """``[goal]``: where goals are sampled and when a goal counts as reached."""
@@ -198,13 +206,6 @@ class TaskSpec(Frozen):
         from safebot.schedulers import parse_scheduler_config
 
         return v if isinstance(v, Frozen) else parse_scheduler_config(v)
-
-    @field_validator("robot")
-    @classmethod
-    def _home_len(cls, v: RobotSection) -> RobotSection:
-        if len(v.home) != 7:
-            raise ValueError(f"home must list 7 arm joints, got {len(v.home)}")
-        return v
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> TaskSpec:

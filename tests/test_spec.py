@@ -1,0 +1,318 @@
+"""Task specs: every shipped TOML loads; every bad file fails with a SpecError naming file and key."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import safebot.envs
+from safebot.resources import data_dir
+from safebot.spec import SpecError, TaskSpec, load_task
+
+TASKS_DIR = data_dir("tasks")
+SHIPPED = sorted(TASKS_DIR.glob("*.toml"))
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(type(v))
+
+
+def _dump(data: dict[str, Any], prefix: str = "") -> str:
+    """Just enough TOML writing for the specs (tables of scalars and lists)."""
+    plain = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    out = [f"[{prefix}]"] if prefix and plain else []
+    out += [f"{k} = {_toml_value(v)}" for k, v in plain.items()]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.append(_dump(v, f"{prefix}.{k}" if prefix else k))
+    return "\n".join(out) + "\n"
+
+
+def _reach() -> dict[str, Any]:
+    return tomllib.loads((TASKS_DIR / "reach.toml").read_text())
+
+
+def _write(tmp_path: Path, data: dict[str, Any], name: str = "task.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(_dump(data))
+    return path
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(SpecError) as exc:
+        load_task(path)
+    msg = str(exc.value)
+    assert str(path) in msg, f"message does not name the file: {msg}"
+    return msg
+
+
+def test_dump_roundtrips_the_shipped_spec(tmp_path: Path) -> None:
+    # the helper the other tests rely on must write what tomllib reads back
+    data = _reach()
+    assert tomllib.loads(_dump(data)) == data
+    assert load_task(_write(tmp_path, data)).model_dump() == load_task("reach").model_dump()
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_task_loads(path: Path) -> None:
+    spec = load_task(path)
+    assert isinstance(spec, TaskSpec)
+    assert spec.source == str(path.resolve())
+    assert spec.task.name == path.stem
+    by_name = load_task(path.stem)
+    assert by_name == spec
+
+
+def test_shipped_tasks_cover_the_three_kinds_and_both_action_modes() -> None:
+    specs = [load_task(p) for p in SHIPPED]
+    assert {s.task.kind for s in specs} >= {"reach", "push", "press"}
+    reach_modes = {s.robot.action_mode for s in specs if s.task.kind == "reach"}
+    assert reach_modes == {"joint_velocity", "ee_velocity"}
+
+
+def test_spec_is_frozen() -> None:
+    spec = load_task("reach")
+    with pytest.raises(ValueError):
+        spec.robot.control_hz = 10.0  # type: ignore[misc]
+
+
+def test_malformed_toml(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text('[robot\nscene = "x"\n')
+    msg = _error(path)
+    assert "invalid TOML" in msg
+    assert "line 1" in msg
+
+
+def test_unknown_key_names_its_path(tmp_path: Path) -> None:
+    data = _reach()
+    data["robot"]["colour"] = 1
+    msg = _error(_write(tmp_path, data))
+    assert "[robot.colour]" in msg
+    assert "unknown key" in msg
+
+
+def test_unknown_section(tmp_path: Path) -> None:
+    data = _reach()
+    data["limitz"] = {"ee_speed": {"start": 0.1, "cap": 1.0}}
+    msg = _error(_write(tmp_path, data))
+    assert "[limitz]" in msg
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    data = _reach()
+    del data["robot"]["scene"]
+    msg = _error(_write(tmp_path, data))
+    assert "[robot.scene]" in msg
+    assert "missing" in msg
+
+
+def test_missing_required_section(tmp_path: Path) -> None:
+    data = _reach()
+    del data["goal"]
+    msg = _error(_write(tmp_path, data))
+    assert "[goal]" in msg
+    assert "missing" in msg
+
+
+def test_negative_control_rate(tmp_path: Path) -> None:
+    data = _reach()
+    data["robot"]["control_hz"] = -25.0
+    msg = _error(_write(tmp_path, data))
+    assert "[robot.control_hz]" in msg
+    assert "greater than 0" in msg  # the allowed range
+    assert "-25.0" in msg  # and what was given
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    data = _reach()
+    data["robot"]["substeps"] = "twenty"
+    msg = _error(_write(tmp_path, data))
+    assert "[robot.substeps]" in msg
+
+
+def test_unknown_action_mode(tmp_path: Path) -> None:
+    data = _reach()
+    data["robot"]["action_mode"] = "torque"
+    msg = _error(_write(tmp_path, data))
+    assert "[robot.action_mode]" in msg
+    assert "joint_velocity" in msg and "ee_velocity" in msg
+
+
+def test_ee_speed_cap_below_start(tmp_path: Path) -> None:
+    data = _reach()
+    data["limits"]["ee_speed"] = {"start": 0.5, "cap": 0.2}
+    msg = _error(_write(tmp_path, data))
+    assert "limits.ee_speed" in msg
+    assert "0.2" in msg and "0.5" in msg
+
+
+def test_per_joint_velocity_cap_below_start(tmp_path: Path) -> None:
+    data = _reach()
+    data["limits"]["joint_velocity"] = {"start": 0.4, "cap": [2.0, 2.0, 0.3, 2.0, 2.0, 2.0, 2.0]}
+    msg = _error(_write(tmp_path, data))
+    assert "limits.joint_velocity" in msg
+    assert "index 2" in msg
+
+
+def test_keepout_cap_margin_above_start(tmp_path: Path) -> None:
+    data = _reach()
+    data["limits"]["keepout"]["start"] = 0.02
+    data["limits"]["keepout"]["cap"] = 0.08
+    msg = _error(_write(tmp_path, data))
+    assert "limits.keepout" in msg
+    assert "margin" in msg
+
+
+def test_joint_position_cap_margin_above_start(tmp_path: Path) -> None:
+    data = _reach()
+    data["limits"]["joint_position"]["cap"] = 0.3
+    msg = _error(_write(tmp_path, data))
+    assert "limits.joint_position" in msg
+
+
+def test_workspace_start_outside_cap(tmp_path: Path) -> None:
+    data = _reach()
+    data["limits"]["workspace"]["start_high"] = [0.70, 0.40, 0.95]  # cap_high z is 0.80
+    msg = _error(_write(tmp_path, data))
+    assert "limits.workspace" in msg
+    assert "axis 2" in msg
+    assert "0.95" in msg
+
+
+def test_workspace_wrong_length(tmp_path: Path) -> None:
+    data = _reach()
+    data["limits"]["workspace"]["cap_low"] = [0.1, -0.6]
+    msg = _error(_write(tmp_path, data))
+    assert "[limits.workspace.cap_low" in msg
+
+
+def test_joint_velocity_cap_above_the_panda(tmp_path: Path) -> None:
+    data = _reach()
+    data["limits"]["joint_velocity"]["cap"] = [2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 3.0]
+    msg = _error(_write(tmp_path, data))
+    assert "limits.joint_velocity" in msg
+    assert "2.61" in msg  # the allowed maximum
+    assert "3.0" in msg
+
+
+def test_wrong_home_length(tmp_path: Path) -> None:
+    data = _reach()
+    data["robot"]["home"] = [0.0, -0.785, 0.0]
+    msg = _error(_write(tmp_path, data))
+    assert "robot.home" in msg
+    assert "7" in msg and "3" in msg
+
+
+def test_goal_low_above_high(tmp_path: Path) -> None:
+    data = _reach()
+    data["goal"]["low"] = [0.7, -0.3, 0.08]
+    msg = _error(_write(tmp_path, data))
+    assert "goal" in msg
+    assert "low[0]" in msg
+
+
+def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
+    data = _reach()
+    data["robot"]["colour"] = 1
+    data["cost"]["safe_ee_speed"] = -1.0
+    msg = _error(_write(tmp_path, data))
+    assert "[robot.colour]" in msg
+    assert "[cost.safe_ee_speed]" in msg
+
+
+def test_missing_task_file_names_the_paths_tried(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(SpecError) as exc:
+        load_task(missing)
+    assert str(missing) in str(exc.value)
+    with pytest.raises(SpecError) as exc:
+        load_task("no_such_task")
+    msg = str(exc.value)
+    assert "no_such_task" in msg
+    assert str(TASKS_DIR / "no_such_task.toml") in msg
+
+
+def _with_scene(tmp_path: Path, scene: str) -> Path:
+    data = _reach()
+    data["robot"]["scene"] = scene
+    return _write(tmp_path, data)
+
+
+def test_missing_scene_names_the_path(tmp_path: Path) -> None:
+    scene = tmp_path / "no_scene.xml"
+    task = _with_scene(tmp_path, str(scene))
+    load_task(task)  # the spec itself is fine; the scene is checked when the env is built
+    with pytest.raises(SpecError) as exc:
+        safebot.envs.make(task)
+    assert type(exc.value) is SpecError
+    msg = str(exc.value)
+    assert str(task) in msg
+    assert "robot.scene" in msg
+    assert str(scene) in msg
+
+
+def test_broken_scene_xml_is_a_spec_error(tmp_path: Path) -> None:
+    scene = tmp_path / "broken.xml"
+    scene.write_text("<mujoco><worldbody><geom type='nonsense' size='1'/></worldbody></mujoco>")
+    task = _with_scene(tmp_path, str(scene))
+    with pytest.raises(SpecError) as exc:
+        safebot.envs.make(task)
+    # exactly SpecError: no MuJoCo error type leaks, and the chain is cut
+    assert type(exc.value) is SpecError
+    assert exc.value.__cause__ is None
+    msg = str(exc.value)
+    assert str(task) in msg
+    assert str(scene) in msg
+    assert "nonsense" in msg  # MuJoCo's own reason is kept in the text
+
+
+def test_scene_without_the_arm_is_a_spec_error(tmp_path: Path) -> None:
+    scene = tmp_path / "empty.xml"
+    scene.write_text("<mujoco><worldbody><geom type='plane' size='1 1 1'/></worldbody></mujoco>")
+    task = _with_scene(tmp_path, str(scene))
+    with pytest.raises(SpecError) as exc:
+        safebot.envs.make(task)
+    assert type(exc.value) is SpecError
+    assert "robot.scene" in str(exc.value)
+
+
+def test_control_rate_must_match_the_scene_timestep(tmp_path: Path) -> None:
+    data = _reach()
+    data["robot"]["control_hz"] = 30.0  # 20 substeps of 2 ms is 25 Hz
+    task = _write(tmp_path, data)
+    with pytest.raises(SpecError) as exc:
+        safebot.envs.make(task)
+    msg = str(exc.value)
+    assert str(task) in msg and "control_hz" in msg and "25" in msg
+
+
+def test_unknown_keepout_geom(tmp_path: Path) -> None:
+    data = _reach()
+    data["limits"]["keepout"]["geoms"] = ["obstacle", "ghost"]
+    task = _write(tmp_path, data)
+    with pytest.raises(SpecError) as exc:
+        safebot.envs.make(task)
+    assert "limits.keepout.geoms" in str(exc.value)
+    assert "ghost" in str(exc.value)
+
+
+def test_spec_from_a_modified_dict() -> None:
+    # TaskSpec.model_validate on a modified dump is how tests and tools derive variants
+    data = copy.deepcopy(load_task("reach").model_dump())
+    data["reward"]["type"] = "dense"
+    spec = TaskSpec.model_validate(data)
+    assert spec.reward.type == "dense"
+    assert load_task("reach").reward.type == "sparse"
