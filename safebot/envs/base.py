@@ -33,7 +33,8 @@ ARM_ACTUATORS = tuple(f"act_panda_joint{i}" for i in range(1, 8))
 COST_TERMS = ("contact_force", "obstacle", "joint_limit", "ee_speed")
 
 _PINV_DAMPING = 0.05  # damped least squares (Nakamura & Hanafusa 1986): bounded near singularities
-_NULL_GAIN = 1.0  # 1/s pull of the redundant DoF toward the home posture in ee_velocity mode
+# Fingers held 1 cm apart: a narrow pusher that does not press the fingers into each other
+GRIPPER_OPENING = 0.01
 
 
 def load_scene(spec: TaskSpec) -> mujoco.MjModel:
@@ -173,7 +174,7 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
         qd = M @ u + c
         self.data.ctrl[self._act_ids] = qd
         if self._grip_id >= 0:
-            self.data.ctrl[self._grip_id] = 0.0
+            self.data.ctrl[self._grip_id] = GRIPPER_OPENING
         costs = self._simulate()
         self._steps += 1
         self._after_step()
@@ -235,8 +236,8 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
         J = self.physics.ee_jacobian()
         JJt = J @ J.T + _PINV_DAMPING**2 * np.eye(3)
         J_pinv = J.T @ np.linalg.solve(JJt, np.eye(3))
-        null = np.eye(7) - J_pinv @ J
-        return J_pinv, null @ (_NULL_GAIN * (self.home - self.physics.qpos()))
+        # no null-space term: u = 0 must command qd = 0 so that stopping is always feasible
+        return J_pinv, np.zeros(7)
 
     def keepout_boxes(self) -> list[tuple[F64, F64]]:
         """World-axis-aligned keep-out boxes ``(centre, half_size)`` from the scene's geoms."""
@@ -290,6 +291,12 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
         )
         self.data.qpos[self.physics.qpos_adr] = q
         self.data.ctrl[:] = 0.0
+        if self._grip_id >= 0:
+            self.data.ctrl[self._grip_id] = GRIPPER_OPENING
+            for j in ("panda_finger_joint1", "panda_finger_joint2"):
+                jid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, j)
+                if jid >= 0:
+                    self.data.qpos[self.model.jnt_qposadr[jid]] = GRIPPER_OPENING
         self._reset_task(rng)
         mujoco.mj_kinematics(self.model, self.data)  # goal sampling reads geom and site poses
         self._goal = self._sample_goal(rng)

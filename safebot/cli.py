@@ -1,0 +1,253 @@
+"""The ``safebot`` command.
+
+Every user-facing error (a bad task file, an unknown algorithm, a run directory
+that exists, a corrupt checkpoint) prints one line naming the problem and exits
+with status 2; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Train RL policies for robot arms inside adaptive safety envelopes.",
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(
+    no_args_is_help=True, help="Benchmarks (results to files; see docs/benchmarks.md)."
+)
+app.add_typer(bench_app, name="bench")
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from safebot.config import SpecError
+    from safebot.envelope import EnvelopeError
+    from safebot.train import RunError
+
+    return (SpecError, RunError, EnvelopeError, FileNotFoundError)
+
+
+def _headless() -> None:
+    if not os.environ.get("DISPLAY") and "MUJOCO_GL" not in os.environ:
+        os.environ["MUJOCO_GL"] = "egl"
+
+
+@app.command()
+def train(
+    task: Annotated[
+        str, typer.Argument(help="task TOML path or shipped name (reach, push, press, reach_joint)")
+    ],
+    algo: Annotated[
+        str | None, typer.Option(help="sac | ppo (default: the task's [train].algo)")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="total environment steps")] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="competence | linear | static | pi | none | penalty (default: the task's)"
+        ),
+    ] = None,
+    width: Annotated[
+        float | None, typer.Option(help="fixed width for --scheduler static (0 tight, 1 caps)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    n_envs: Annotated[
+        int | None, typer.Option(help="parallel training envs (Subproc when > 1)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="run directory (default runs/<task>-<time>)")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="continue the run in --out from its latest checkpoint")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="overwrite a non-empty --out")] = False,
+    eval_every: Annotated[
+        int | None, typer.Option(help="steps between held-out evaluations")
+    ] = None,
+    eval_episodes: Annotated[int | None, typer.Option(help="episodes per evaluation")] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="steps between atomic checkpoints")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="live progress bar")] = True,
+) -> None:
+    """Train a shielded SAC/PPO policy; writes config, metrics, checkpoints, TensorBoard logs."""
+    from safebot.train import RunOptions
+    from safebot.train import train as run_train
+
+    opts = RunOptions(
+        algo=algo,
+        steps=steps,
+        scheduler=scheduler,
+        width=width,
+        seed=seed,
+        n_envs=n_envs,
+        eval_every=eval_every,
+        eval_episodes=eval_episodes,
+        checkpoint_every=checkpoint_every,
+    )
+    try:
+        result = run_train(task, opts, out=out, resume=resume, force=force, progress=progress)
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    f = result.final
+    typer.echo(
+        f"run: {result.run_dir}  steps {result.steps}  width {f.get('width', 0):.2f}  "
+        f"success {f.get('success_rate', 0):.0%}  eval cost rate {f.get('cost_rate', 0):.3f}  "
+        f"training cost {f.get('train_cost', 0):.0f}  ({result.wall_s:.0f} s)"
+    )
+
+
+@app.command("eval")
+def eval_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory from `safebot train`")],
+    episodes: Annotated[int, typer.Option(help="evaluation episodes", min=1)] = 20,
+    seed: Annotated[int, typer.Option(help="first episode seed")] = 50_000,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="write the results as JSON here")
+    ] = None,
+) -> None:
+    """Evaluate a trained run at its final width: success, return, cost, interventions."""
+    from safebot.train import evaluate, final_width, load_policy, make_env
+
+    try:
+        spec, model = load_policy(run_dir)
+        env = make_env(spec, width=final_width(run_dir))
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    result = evaluate(
+        lambda o: model.predict(o, deterministic=True)[0], env, episodes=episodes, seed=seed
+    )
+    s = result.stats
+    out = {
+        "run": str(run_dir),
+        "episodes": episodes,
+        "success_rate": s.success_rate,
+        "mean_return": result.mean_return,
+        "cost_rate": s.cost_rate,
+        "intervention_rate": s.intervention_rate,
+        "mean_correction": s.mean_correction,
+        "final_width": env.envelope.mean_width(),
+    }
+    typer.echo(json.dumps(out, indent=2))
+    if json_path is not None:
+        json_path.write_text(json.dumps(out, indent=2))
+
+
+@app.command()
+def render(
+    run_dir: Annotated[
+        Path, typer.Argument(help="a run directory (or a task name with --scripted)")
+    ],
+    episodes: Annotated[int, typer.Option(min=1)] = 2,
+    out: Annotated[
+        Path | None, typer.Option(help="video file (default RUN_DIR/rollout.mp4)")
+    ] = None,
+    gif: Annotated[bool, typer.Option(help="write a GIF instead of MP4 (for docs)")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Render rollouts with the envelope drawn into the scene (headless: MUJOCO_GL=egl)."""
+    _headless()
+    from safebot.render import render_run
+
+    try:
+        path = render_run(run_dir, episodes=episodes, out=out, gif=gif, seed=seed)
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    typer.echo(f"video: {path}")
+
+
+@app.command()
+def plot(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+    out: Annotated[Path | None, typer.Option(help="PNG (default RUN_DIR/curves.png)")] = None,
+) -> None:
+    """Plot width, evaluation success and cost against training steps."""
+    from safebot.render import plot_run
+
+    try:
+        path = plot_run(run_dir, out)
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    typer.echo(f"plot: {path}")
+
+
+def _write_json(result: dict[str, Any], path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2))
+        typer.echo(f"results: {path}")
+
+
+@bench_app.command("kernels")
+def bench_kernels(
+    problems: Annotated[int, typer.Option(min=1)] = 2000,
+    batch: Annotated[int, typer.Option(min=1)] = 64,
+    seed: Annotated[int, typer.Option()] = 0,
+    json_path: Annotated[Path | None, typer.Option("--json")] = None,
+) -> None:
+    """Projection speed side by side: numba single/batched, quadprog, OSQP, proxsuite."""
+    from safebot.bench import kernels as kb
+
+    result = kb.run(problems=problems, batch=batch, seed=seed, json_path=json_path)
+    typer.echo(kb.format_table(result))
+
+
+@bench_app.command("shield")
+def bench_shield(
+    task: Annotated[str, typer.Option()] = "reach",
+    steps: Annotated[int, typer.Option(min=10)] = 2000,
+    json_path: Annotated[Path | None, typer.Option("--json")] = None,
+) -> None:
+    """env.step with and without the shield, same env, same run."""
+    from safebot.bench.envs import bench_shield as run
+
+    try:
+        result = run(task, steps=steps)
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    typer.echo(json.dumps(result, indent=2))
+    _write_json(result, json_path)
+
+
+@bench_app.command("envs")
+def bench_envs(
+    steps: Annotated[int, typer.Option(min=10)] = 2000,
+    json_path: Annotated[Path | None, typer.Option("--json")] = None,
+) -> None:
+    """env.step of every task against gymnasium-robotics FetchReach-v4, same run."""
+    from safebot.bench.envs import bench_envs as run
+
+    result = run(steps=steps)
+    typer.echo(json.dumps(result, indent=2))
+    _write_json(result, json_path)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
