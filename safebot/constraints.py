@@ -198,7 +198,7 @@ def contact_rows(state: ArmState, max_force: float, backoff: float) -> Rows:
     for force, (N, nu) in strongest:
         allowed = max(CONTACT_APPROACH_SPEED * (1.0 - force / max_force), -backoff)
         A.append(N)
-        b.append(allowed - nu)
+        b.append(allowed - float(nu))
     return _rows(np.array(A), np.array(b), "contact_force")
 
 

@@ -87,7 +87,7 @@ class SafebotArmView(ArmView):
             body = env.model.geom_bodyid[g1 if arm1 else g2]
             Jp = phys.point_jacobian(con.pos, body)
             row = n @ Jp
-            contacts.append((abs(float(self._force[0])), (row @ M, float(row @ c))))
+            contacts.append((abs(float(self._force[0])), (row @ M, np.asarray(row @ c))))
         return ArmState(
             dt=self.dt,
             ee_pos=phys.ee_pos(),
@@ -258,7 +258,7 @@ class Shield(gym.Wrapper[Any, np.ndarray, Any, np.ndarray]):
         info["shield/width"] = self.envelope.mean_width()
         for kind, margin in constraints.margins(state, bounds).items():
             info[f"shield/margin/{kind}"] = margin
-        return self._augment(obs), reward, terminated, truncated, info
+        return self._augment(obs), float(reward), terminated, truncated, info
 
     def _augment(self, obs: Any) -> Any:
         if not self.observe_width:

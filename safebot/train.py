@@ -410,10 +410,10 @@ class EnvelopeCallback(BaseCallback):
         self.last = row
         new = not self.metrics_csv.exists()
         with self.metrics_csv.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+            writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
             if new:
-                w.writeheader()
-            w.writerow(row)
+                writer.writeheader()
+            writer.writerow(row)
         for k in (
             "width",
             "success_rate",
@@ -477,7 +477,7 @@ class CheckpointCallback(BaseCallback):
         entry: dict[str, Any] = {"step": step, "model": model_path.name}
         if self.save_buffer and hasattr(self.model, "save_replay_buffer"):
             buf = self.dir / f"replay_{step}.pkl"
-            _atomic_save(lambda p: self.model.save_replay_buffer(p), buf)
+            _atomic_save(lambda p: self.model.save_replay_buffer(p), buf)  # type: ignore[attr-defined]
             entry["replay"] = buf.name
         state = {"callback": self.envelope_cb.state_dict(), "checkpoint": self.next_save}
         state_path = self.dir / f"state_{step}.json"
@@ -777,12 +777,11 @@ def load_policy(run_dir: str | Path) -> tuple[TaskSpec, Any]:
         if not latest.exists():
             raise RunError(f"{run_dir} has no final_model.zip and no checkpoint")
         path = run_dir / "ckpt" / json.loads(latest.read_text())["model"]
+    env = DummyVecEnv([lambda: make_env(spec)])  # HER models need an env to load
     try:
-        model = cls.load(path, device="cpu")
+        model = cls.load(path, env=env, device="cpu")
     except Exception as err:
-        raise RunError(
-            f"model {path} is corrupt or unreadable: {type(err).__name__}: {err}"
-        ) from None
+        raise RunError(f"model {path} is corrupt or unreadable: {type(err).__name__}: {err}") from None
     return spec, model
 
 

@@ -57,7 +57,7 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
         render_mode: ``"rgb_array"`` or ``None``.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 25}  # noqa: RUF012  (gymnasium API)
 
     def __init__(self, task: TaskSpec | str | Path, render_mode: str | None = None) -> None:
         self.task = task if isinstance(task, TaskSpec) else load_task(task)
@@ -79,7 +79,7 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
                 f"{spec.source}: [robot.scene] scene lacks the arm actuators {ARM_ACTUATORS}"
             )
         self._grip_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_ACTUATOR, "act_gripper")
-        self.metadata = {**self.metadata, "render_fps": int(round(spec.robot.control_hz))}
+        self.metadata = {**self.metadata, "render_fps": round(spec.robot.control_hz)}
         self.render_mode = render_mode
         self._renderer: mujoco.Renderer | None = None
 
@@ -108,7 +108,7 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
         contiguous = bool(np.all(np.diff(adr) == 1))
         self._qpos_slice = slice(int(adr[0]), int(adr[-1]) + 1) if contiguous else adr
         obs = self._reset_state_and_obs(np.random.default_rng(0))
-        self.observation_space = spaces.Dict(
+        self.observation_space = spaces.Dict(  # type: ignore[assignment]
             {
                 "observation": spaces.Box(
                     -np.inf, np.inf, shape=obs["observation"].shape, dtype=np.float64
