@@ -78,9 +78,12 @@ class FaultInjection:
     Attributes:
         drop_sends: ``(first_cycle, count)``: compute but do not send these commands,
             as if the network lost them.
+        delay_send: ``(cycle, seconds)``: hold that command back before sending it,
+            as a network latency spike would (it then answers an old state).
     """
 
     drop_sends: tuple[int, int] | None = None
+    delay_send: tuple[int, float] | None = None
 
 
 @dataclass
@@ -263,6 +266,7 @@ class _Run:
         seconds: float,
         stub_timeout_s: float,
         inject: FaultInjection | None,
+        rate_limit: bool,
     ) -> None:
         self.profile = profile
         self.link = link
@@ -272,6 +276,7 @@ class _Run:
         self.accel = profile.speedj.acceleration if profile.speedj else 0.0
         self.stub_timeout_s = stub_timeout_s
         self.inject = inject
+        self.rate_limit = rate_limit
         self.report = DeployReport(profile.name, profile.rate_hz, seconds, "completed", "")
         self.compute_us: list[float] = []
         self.response_us: list[float] = []
@@ -337,9 +342,9 @@ class _Run:
     ) -> bool:
         """Runs the policy; returns whether a safe-stop ramp should follow."""
         t_end = time.perf_counter() + seconds
-        drop_from, drop_n = (
-            self.inject.drop_sends if self.inject and self.inject.drop_sends else (-1, 0)
-        )
+        inj = self.inject or FaultInjection()
+        drop_from, drop_n = inj.drop_sends or (-1, 0)
+        delay_at, delay_s = inj.delay_send or (-1, 0.0)
         cycle = 0
         while True:
             state = self.link.newest_state(self.stub_timeout_s)
@@ -362,7 +367,10 @@ class _Run:
                     qd = np.asarray(safety_filter(state, qd), dtype=np.float64)
                     if qd.shape != (state.dof,):
                         raise ValueError(f"safety filter returned shape {qd.shape}")
-                qd = self.limiter(qd, state.dq_d, state.ddq_d)
+                if self.rate_limit:
+                    qd = self.limiter(qd, state.dq_d, state.ddq_d)
+                elif not np.isfinite(qd).all():
+                    raise NonFiniteCommand("policy output is not finite")
             except NonFiniteCommand:
                 self._end(
                     "nonfinite_command",
@@ -381,6 +389,8 @@ class _Run:
                 # extrapolate and answer the newest state instead.
                 self.link.skipped += 1
                 continue
+            if cycle == delay_at:
+                time.sleep(delay_s)
             if drop_from <= cycle < drop_from + drop_n:
                 self.report.sends_dropped += 1
                 self.tracker.update(qd, state)
@@ -468,6 +478,7 @@ def run_loop(
     stub_timeout_s: float | None = None,
     connect_timeout_s: float = 5.0,
     stop_timeout_s: float = 3.0,
+    rate_limit: bool = True,
     inject: FaultInjection | None = None,
 ) -> DeployReport:
     """Run ``policy`` against the controller at ``host:port`` for ``seconds``.
@@ -485,6 +496,9 @@ def run_loop(
         stub_timeout_s: silence after which the controller counts as lost;
             default: the profile's tolerance (20 cycles / watchdog), at least 0.1 s.
         stop_timeout_s: longest stop ramp.
+        rate_limit: ``False`` sends the policy's (filtered) output unlimited, for
+            comparisons that show what the controller does with a naive policy.
+            NaN / inf is still never sent.
         inject: deliberate faults for tests.
 
     Returns:
@@ -495,7 +509,7 @@ def run_loop(
     timeout = stub_timeout_s if stub_timeout_s is not None else max(prof.tolerance_s(), 0.1)
     link = _Link(host, port)
     t_start = time.perf_counter()
-    run = _Run(prof, link, seconds, timeout, inject)
+    run = _Run(prof, link, seconds, timeout, inject, rate_limit)
     try:
         if run.connect(connect_timeout_s, recover) is not None:
             ramp = run.main_phase(policy, safety_filter, seconds)

@@ -107,10 +107,13 @@ class StubServer:
             if isinstance(msg, Control):
                 if msg.kind is MsgType.HELLO:
                     self.client = addr
+                    self._newest = None  # a new session numbers its commands afresh
                 elif msg.kind is MsgType.BYE and addr == self.client:
                     self.client = None
             elif isinstance(msg, Command):
-                self.client = addr
+                if addr != self.client:
+                    self.client = addr
+                    self._newest = None
                 # keep the newest; drop duplicates and reordered old commands
                 if self._newest is None or seq_newer(msg.seq, self._newest.seq):
                     self._newest = msg
