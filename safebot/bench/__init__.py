@@ -1,0 +1,1 @@
+"""Benchmarks: envelope expansion and the projection kernels."""

@@ -1,0 +1,446 @@
+"""Speed and accuracy of the projection kernel against reference QP solvers.
+
+One problem set shaped like the shield's real workload (7 joint velocities, 26
+rows: a joint-velocity box, end-effector speed rows through the site Jacobian,
+workspace and keep-out rows) is solved by
+
+* ``project`` called from Python once per problem (what a single env pays),
+* ``project_batch`` on ``batch`` problems per call (vectorised envs),
+* ``quadprog.solve_qp`` (the same Goldfarb–Idnani method, Fortran),
+* OSQP, set up once for the sparsity pattern and then updated per problem,
+* proxsuite's dense ProxQP, one solver object updated per problem,
+
+each timed with ``time.perf_counter`` over the whole set (median of a few
+repetitions, after JIT warm-up), with the kernel's constraint violation and its
+distance to quadprog's solution measured on the same problems.
+
+Example:
+    >>> from safebot.bench.kernels import run, format_table
+    >>> print(format_table(run(problems=500)))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from safebot import kernels
+
+__all__ = ["format_table", "make_problems", "run"]
+
+FloatArray = npt.NDArray[np.float64]
+
+N_JOINTS = 7
+N_ROWS = 26
+# Franka Panda joint velocity limits (rad/s), the arm the project's assets model.
+PANDA_QD_MAX = np.array([2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61])
+# Share of problems whose action violates a row (the shield intervenes).
+NEED_PROJECTION = 0.7
+
+
+def _jacobian(rng: np.random.Generator, cols: int, log10_cond: float) -> FloatArray:
+    """A 3 x 7 Jacobian with ``cols`` non-zero columns and a chosen condition number.
+
+    Singular values are spread log-uniformly between ~0.8 m/rad and that over
+    10**log10_cond, which reaches the near-singular poses (outstretched arm, wrist
+    alignment) where naive iterative projections stall.
+    """
+    smax = rng.uniform(0.3, 1.0)
+    sv = smax * np.logspace(0.0, -log10_cond, 3)
+    U, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    V, _ = np.linalg.qr(rng.normal(size=(cols, cols)))
+    J = np.zeros((3, N_JOINTS))
+    J[:, :cols] = U @ np.diag(sv) @ V[:, :3].T
+    return J
+
+
+def make_problems(problems: int, seed: int = 0) -> dict[str, FloatArray]:
+    """Build ``problems`` shield-like projection QPs (n = 7, m = 26).
+
+    Rows (all with ``b >= 0``, so stopping is feasible as DESIGN.md requires):
+    14 joint-velocity box rows ``±u_i <= vmax_i``; 6 end-effector speed rows
+    ``±J_k u <= v``; 3 workspace rows ``σ_k J_k u <= γ·distance`` toward the
+    nearest wall (parallel to speed rows: a realistic redundancy) and 3 keep-out
+    rows ``n_k·J_e u <= γ·clearance`` through an elbow Jacobian ``J_e`` that only
+    the first four joints move. Jacobians have condition numbers log-uniform in
+    [1, 1e8]. The action is drawn along a random direction and scaled so that a
+    ``NEED_PROJECTION`` share of the problems violates some row.
+
+    Returns:
+        Dict of stacked arrays ``a[N,7]``, ``A[N,26,7]``, ``b[N,26]``, ``w[N,7]``,
+        ``safe[N,7]``.
+    """
+    rng = np.random.default_rng(seed)
+    N = problems
+    a = np.empty((N, N_JOINTS))
+    A = np.empty((N, N_ROWS, N_JOINTS))
+    b = np.empty((N, N_ROWS))
+    w = np.empty((N, N_JOINTS))
+    eye = np.eye(N_JOINTS)
+    for i in range(N):
+        vmax = PANDA_QD_MAX * rng.uniform(0.2, 1.0)  # the envelope's current width
+        J = _jacobian(rng, N_JOINTS, rng.uniform(0.0, 8.0))
+        Je = _jacobian(rng, 4, rng.uniform(0.0, 4.0))
+        v = rng.uniform(0.1, 1.0)
+        side = rng.choice([-1.0, 1.0], size=3)
+        normals = rng.normal(size=(3, 3))
+        normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+        gamma = 5.0  # barrier gain: allowed approach speed shrinks with distance
+        A[i] = np.vstack([eye, -eye, J, -J, side[:, None] * J, normals @ Je])
+        b[i] = np.concatenate(
+            [
+                vmax,
+                vmax,
+                np.full(6, v),
+                gamma * rng.uniform(0.005, 0.3, size=3),
+                gamma * rng.uniform(0.005, 0.3, size=3),
+            ]
+        )
+        # Normalised-command weighting, as the shield uses for [-1, 1] actions.
+        w[i] = 1.0 / vmax**2
+        direction = vmax * rng.uniform(-1.0, 1.0, size=N_JOINTS)
+        Ad = A[i] @ direction
+        pos = Ad > 0
+        t_max = float(np.min(b[i][pos] / Ad[pos])) if pos.any() else 1.0
+        if rng.random() < NEED_PROJECTION:
+            a[i] = direction * t_max * rng.uniform(1.05, 4.0)
+        else:
+            a[i] = direction * t_max * rng.uniform(0.05, 0.95)
+    return {"a": a, "A": A, "b": b, "w": w, "safe": np.zeros((N, N_JOINTS))}
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Silence output written to file descriptor 1 by C extensions."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _median_us(fn: Callable[[], object], count: int, repeats: int) -> float:
+    """Median over ``repeats`` of the wall time of ``fn()`` per item, in µs."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) / count * 1e6)
+    return statistics.median(times)
+
+
+def _time_numba(P: dict[str, FloatArray], repeats: int) -> tuple[float, FloatArray, Any]:
+    # Per-problem contiguous arrays built up front: the loop times the call only.
+    args = [
+        (P["a"][i].copy(), P["A"][i].copy(), P["b"][i].copy(), P["w"][i].copy(), P["safe"][i].copy())
+        for i in range(P["a"].shape[0])
+    ]
+    project = kernels.project
+    out: list[tuple[Any, Any, int]] = []
+
+    def loop() -> None:
+        out.clear()
+        for arg in args:
+            out.append(project(*arg))
+
+    us = _median_us(loop, len(args), repeats)
+    u = np.stack([o[0] for o in out])
+    status = np.array([o[2] for o in out])
+    return us, u, status
+
+
+def _time_numba_into(P: dict[str, FloatArray], repeats: int) -> float:
+    # project_into writes into preallocated outputs: what a stepping loop that
+    # keeps its buffers pays (boxing fresh arrays is most of project's overhead).
+    N, m, n = P["A"].shape
+    args = [tuple(P[k][i].copy() for k in ("a", "A", "b", "w", "safe")) for i in range(N)]
+    u = np.empty(n)
+    active = np.empty(m, dtype=np.bool_)
+    project_into = kernels.project_into
+    project_into(*args[0], u, active)
+
+    def loop() -> None:
+        for a, A, b, w, safe in args:
+            project_into(a, A, b, w, safe, u, active)
+
+    return _median_us(loop, N, repeats)
+
+
+def _time_batched(P: dict[str, FloatArray], batch: int, repeats: int) -> tuple[float, FloatArray]:
+    N = P["a"].shape[0]
+    starts = range(0, N, batch)
+    chunks = [
+        tuple(np.ascontiguousarray(P[k][s : s + batch]) for k in ("a", "A", "b", "w", "safe"))
+        for s in starts
+    ]
+    project_batch = kernels.project_batch
+    out: list[FloatArray] = []
+
+    def loop() -> None:
+        out.clear()
+        for c in chunks:
+            out.append(project_batch(*c)[0])
+
+    us = _median_us(loop, N, repeats)
+    return us, np.concatenate(out)
+
+
+def _time_quadprog(P: dict[str, FloatArray], repeats: int) -> tuple[float, FloatArray]:
+    import quadprog
+
+    # quadprog: min ½xᵀGx − aᵀx s.t. Cᵀx >= b, so G = W, a = W a, C = −Aᵀ, b = −b.
+    args = [
+        (np.diag(w), w * a, np.ascontiguousarray(-A.T), -b)
+        for a, A, b, w in zip(P["a"], P["A"], P["b"], P["w"], strict=True)
+    ]
+    solve_qp = quadprog.solve_qp
+    out: list[FloatArray] = []
+
+    def loop() -> None:
+        out.clear()
+        for G, q, C, lb in args:
+            try:
+                out.append(solve_qp(G, q, C, lb)[0])
+            except ValueError:  # infeasible or numerically singular: no solution
+                out.append(np.full(G.shape[0], np.nan))
+
+    us = _median_us(loop, len(args), repeats)
+    return us, np.stack(out)
+
+
+def _time_osqp(P: dict[str, FloatArray], repeats: int) -> tuple[float, FloatArray]:
+    import osqp
+    from scipy import sparse
+
+    N, m, n = P["A"].shape
+    # One sparsity pattern for the whole set (union of non-zeros), so the solver is
+    # set up once and every problem is an update of P, q, A and u (warm start on).
+    pattern = np.any(P["A"] != 0.0, axis=0)
+    Apat = sparse.csc_matrix(pattern.astype(float))
+    rows, cols = Apat.nonzero()
+    # CSC stores column-major: order the (row, col) pairs the way Ax is laid out.
+    order = np.lexsort((rows, cols))
+    rows, cols = rows[order], cols[order]
+    Ps = sparse.csc_matrix(np.diag(P["w"][0]))
+    solver = osqp.OSQP()
+    solver.setup(
+        Ps,
+        -P["w"][0] * P["a"][0],
+        sparse.csc_matrix((P["A"][0][rows, cols], (rows, cols)), shape=(m, n)),
+        np.full(m, -np.inf),
+        P["b"][0],
+        eps_abs=1e-10,
+        eps_rel=1e-10,
+        polishing=True,
+        warm_starting=True,
+        verbose=False,
+        max_iter=20000,
+    )
+    updates = [
+        {"Px": w, "q": -w * a, "Ax": A[rows, cols], "u": b}
+        for a, A, b, w in zip(P["a"], P["A"], P["b"], P["w"], strict=True)
+    ]
+    out: list[FloatArray] = []
+
+    def loop() -> None:
+        out.clear()
+        for upd in updates:
+            solver.update(**upd)
+            res = solver.solve()
+            out.append(np.array(res.x, dtype=float))
+
+    # OSQP's C code prints "Polishing not needed" whatever `verbose` says.
+    with _quiet_stdout():
+        us = _median_us(loop, N, repeats)
+    return us, np.stack(out)
+
+
+def _time_proxsuite(P: dict[str, FloatArray], repeats: int) -> tuple[float, FloatArray]:
+    import proxsuite
+
+    N, m, n = P["A"].shape
+    dense = proxsuite.proxqp.dense
+    lower = np.full(m, -1e20)
+    args = [
+        (np.diag(w), -w * a, np.ascontiguousarray(A), b)
+        for a, A, b, w in zip(P["a"], P["A"], P["b"], P["w"], strict=True)
+    ]
+    out: list[FloatArray] = []
+
+    # A fresh solver per problem: measured faster here than init() or update() on
+    # one object (whose update() without a new preconditioner also lost accuracy).
+    def loop() -> None:
+        out.clear()
+        for H, g, C, ub in args:
+            qp = dense.QP(n, 0, m)
+            qp.settings.eps_abs = 1e-10
+            qp.settings.eps_rel = 0.0
+            qp.settings.verbose = False
+            qp.init(H, g, None, None, C, lower, ub)
+            qp.solve()
+            out.append(np.array(qp.results.x, dtype=float))
+
+    us = _median_us(loop, N, repeats)
+    return us, np.stack(out)
+
+
+def _time_batched_1thread(P: dict[str, FloatArray], batch: int, repeats: int) -> float:
+    # The same batched calls on one thread: the kernel's cost with dispatch
+    # amortised and no thread start-up. On a machine shared with other jobs this
+    # is also the robust figure: a parallel region waits for its slowest thread,
+    # and a thread descheduled by another process stalls the whole batch.
+    saved = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return _time_batched(P, batch, repeats)[0]
+    finally:
+        numba.set_num_threads(saved)
+
+
+def _machine() -> dict[str, Any]:
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        # Other jobs on the machine distort timings (parallel ones most): record it.
+        "load_avg_1min": load,
+        "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": _threading_layer(),
+        **{dist: version(dist) for dist in ("numba", "numpy", "quadprog", "osqp", "proxsuite")},
+    }
+
+
+def _threading_layer() -> str:
+    try:
+        return str(numba.threading_layer())
+    except ValueError:  # no parallel region has run yet
+        return "not initialised"
+
+
+def _max_err(u: FloatArray, ref: FloatArray) -> float:
+    ok = np.all(np.isfinite(ref), axis=1)
+    return float(np.max(np.abs(u[ok] - ref[ok]))) if ok.any() else float("nan")
+
+
+def run(
+    problems: int = 2000,
+    batch: int = 64,
+    seed: int = 0,
+    json_path: str | Path | None = None,
+    repeats: int = 5,
+) -> dict[str, Any]:
+    """Time the kernel against quadprog, OSQP and proxsuite on one problem set.
+
+    Args:
+        problems: Number of projection QPs (7 variables, 26 rows each).
+        batch: Problems per ``project_batch`` call (the number of vectorised envs).
+        seed: Seed of the problem generator.
+        json_path: If given, the result is also written there as JSON.
+        repeats: Timed repetitions per solver; the median is reported.
+
+    Returns:
+        Timings in µs per solve (``numba_us``, ``numba_into_us``, ``numba_batched_us_per_env``,
+        ``numba_batched_1thread_us_per_env``, ``quadprog_us``, ``osqp_us``, ``proxsuite_us``), speedups,
+        accuracy (``max_violation`` of the kernel's ``A u − b``, ``max_err_vs_quadprog``
+        and the reference solvers' own errors), the share of problems projected,
+        ``problems``, ``batch`` and ``machine``.
+    """
+    if problems < 1 or batch < 1:
+        raise ValueError(f"problems and batch must be >= 1, got {problems} and {batch}")
+    P = make_problems(problems, seed)
+    kernels.warmup()
+
+    numba_us, u, status = _time_numba(P, repeats)
+    into_us = _time_numba_into(P, repeats)
+    batched_us, u_batch = _time_batched(P, batch, repeats)
+    batched1_us = _time_batched_1thread(P, batch, repeats)
+    quadprog_us, u_qp = _time_quadprog(P, repeats)
+    osqp_us, u_osqp = _time_osqp(P, repeats)
+    proxsuite_us, u_prox = _time_proxsuite(P, repeats)
+
+    violation = np.einsum("kij,kj->ki", P["A"], u) - P["b"]
+    projected = np.any(np.einsum("kij,kj->ki", P["A"], P["a"]) > P["b"], axis=1)
+    result: dict[str, Any] = {
+        "problems": problems,
+        "batch": batch,
+        "seed": seed,
+        "n": N_JOINTS,
+        "m": N_ROWS,
+        "share_projected": float(projected.mean()),
+        "status_ok": int(np.sum(status == kernels.STATUS_OK)),
+        "numba_us": numba_us,
+        "numba_into_us": into_us,
+        "numba_batched_us_per_env": batched_us,
+        "numba_batched_1thread_us_per_env": batched1_us,
+        "quadprog_us": quadprog_us,
+        "osqp_us": osqp_us,
+        "proxsuite_us": proxsuite_us,
+        "speedup_vs_quadprog": quadprog_us / numba_us,
+        "speedup_into_vs_quadprog": quadprog_us / into_us,
+        "speedup_batched_vs_quadprog": quadprog_us / batched_us,
+        "speedup_batched_1thread_vs_quadprog": quadprog_us / batched1_us,
+        "max_violation": float(np.max(violation)),
+        "max_err_vs_quadprog": _max_err(u, u_qp),
+        "batched_equals_single": bool(np.array_equal(u, u_batch)),
+        "quadprog_failures": int(np.sum(~np.all(np.isfinite(u_qp), axis=1))),
+        "osqp_max_err_vs_quadprog": _max_err(u_osqp, u_qp),
+        "proxsuite_max_err_vs_quadprog": _max_err(u_prox, u_qp),
+        "machine": _machine(),
+    }
+    if json_path is not None:
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Render a :func:`run` result as a plain-text table."""
+    q = result["quadprog_us"]
+    rows = [
+        ("numba project (from Python)", result["numba_us"]),
+        ("numba project_into (from Python, own buffers)", result["numba_into_us"]),
+        (f"numba project_batch (N={result['batch']})", result["numba_batched_us_per_env"]),
+        (f"numba project_batch (N={result['batch']}, 1 thread)", result["numba_batched_1thread_us_per_env"]),
+        ("quadprog solve_qp", q),
+        ("OSQP (setup once, update)", result["osqp_us"]),
+        ("proxsuite dense (new solver per problem)", result["proxsuite_us"]),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [
+        f"projection QP: {result['problems']} problems, n={result['n']}, m={result['m']}, "
+        f"{100 * result['share_projected']:.0f}% projected",
+        f"{'solver':<{width}}  {'µs/solve':>9}  {'vs quadprog':>11}",
+    ]
+    lines += [f"{name:<{width}}  {us:9.2f}  {q / us:10.1f}x" for name, us in rows]
+    lines.append(
+        f"kernel max violation {result['max_violation']:.2e}, "
+        f"max |u − u_quadprog| {result['max_err_vs_quadprog']:.2e}"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,45 @@
+"""Train a shielded policy: the same code path as `safebot train`, readable top to bottom.
+
+.venv/bin/python scripts/train.py reach --steps 5000 --scheduler competence --out runs/reach
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from safebot.train import RunOptions, train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("task", help="task TOML path or shipped name")
+    parser.add_argument("--algo", choices=["sac", "ppo"])
+    parser.add_argument("--steps", type=int)
+    parser.add_argument(
+        "--scheduler", choices=["competence", "linear", "static", "pi", "none", "penalty"]
+    )
+    parser.add_argument("--width", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--out")
+    parser.add_argument("--eval-every", type=int)
+    parser.add_argument("--eval-episodes", type=int)
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args()
+
+    options = RunOptions(
+        algo=args.algo,
+        steps=args.steps,
+        scheduler=args.scheduler,
+        width=args.width,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+    )
+    result = train(args.task, options, out=args.out, force=args.force)
+    print(f"run {result.run_dir}: {result.final}")
+
+
+if __name__ == "__main__":
+    main()
