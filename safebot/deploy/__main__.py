@@ -35,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--json", type=Path, default=None, help="also write the report here")
     ap.add_argument("--recover", action="store_true", help="clear latched controller errors first")
+    ap.add_argument(
+        "--realtime", action="store_true", help="SCHED_FIFO for client and stub where permitted"
+    )
     args = ap.parse_args(argv)
     try:
         profile = load_profile(args.controller)
@@ -44,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     policy = SinusoidReach(profile, amplitude=args.amplitude, period_s=args.period)
 
     def go(port: int) -> int:
-        report = run_loop(profile, policy, args.seconds, port=port, recover=args.recover)
+        report = run_loop(
+            profile, policy, args.seconds, port=port, recover=args.recover, realtime=args.realtime
+        )
         text = report.to_json()
         print(text)
         if args.json is not None:
@@ -55,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.port is not None:
         return go(args.port)
-    with StubProcess(args.controller, obstacles=args.obstacle) as stub:
+    with StubProcess(args.controller, obstacles=args.obstacle, realtime=args.realtime) as stub:
         code = go(stub.port)
         stats = stub.terminate()
     if stats is not None:

@@ -42,6 +42,7 @@ from safebot.deploy.protocol import (
     unpack,
 )
 from safebot.deploy.ratelimit import FloatArray, NonFiniteCommand, RateLimiter
+from safebot.deploy.rt import enter_realtime
 
 __all__ = ["DeployReport", "ExitReason", "FaultInjection", "RobotState", "probe_state", "run_loop"]
 
@@ -115,6 +116,7 @@ class DeployReport:
     stub_overruns: int = 0
     sends_dropped: int = 0
     final_mode: str = ""
+    realtime: bool = False
 
     @property
     def ok(self) -> bool:
@@ -479,6 +481,7 @@ def run_loop(
     connect_timeout_s: float = 5.0,
     stop_timeout_s: float = 3.0,
     rate_limit: bool = True,
+    realtime: bool = False,
     inject: FaultInjection | None = None,
 ) -> DeployReport:
     """Run ``policy`` against the controller at ``host:port`` for ``seconds``.
@@ -499,6 +502,8 @@ def run_loop(
         rate_limit: ``False`` sends the policy's (filtered) output unlimited, for
             comparisons that show what the controller does with a naive policy.
             NaN / inf is still never sent.
+        realtime: run the loop under SCHED_FIFO (restored afterwards) where
+            permitted; ``report.realtime`` says whether it was.
         inject: deliberate faults for tests.
 
     Returns:
@@ -508,8 +513,10 @@ def run_loop(
     prof = coerce_profile(profile)
     timeout = stub_timeout_s if stub_timeout_s is not None else max(prof.tolerance_s(), 0.1)
     link = _Link(host, port)
+    restore = enter_realtime() if realtime else None
     t_start = time.perf_counter()
     run = _Run(prof, link, seconds, timeout, inject, rate_limit)
+    run.report.realtime = restore is not None
     try:
         if run.connect(connect_timeout_s, recover) is not None:
             ramp = run.main_phase(policy, safety_filter, seconds)
@@ -519,3 +526,5 @@ def run_loop(
     finally:
         link.control(MsgType.BYE)
         link.close()
+        if restore is not None:
+            restore()

@@ -48,6 +48,7 @@ from safebot.deploy.protocol import (
     seq_newer,
     unpack,
 )
+from safebot.deploy.rt import enter_realtime
 from safebot.deploy.stubs.controller import ControllerCore, PlantState
 from safebot.deploy.stubs.plant import Box, PybulletPlant
 
@@ -231,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--seconds", type=float, default=None, help="exit after this long")
     ap.add_argument("--spin-us", type=float, default=200.0, help="busy-wait before each cycle")
+    ap.add_argument("--realtime", action="store_true", help="run under SCHED_FIFO where permitted")
     args = ap.parse_args(argv)
     server = StubServer(args.profile, port=args.port, obstacles=args.obstacle, spin_us=args.spin_us)
 
@@ -240,7 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     p = server.profile
-    print(f"{READY_PREFIX} port={server.port} profile={p.name} rate_hz={p.rate_hz:g}", flush=True)
+    rt = args.realtime and enter_realtime() is not None
+    print(
+        f"{READY_PREFIX} port={server.port} profile={p.name} rate_hz={p.rate_hz:g} realtime={int(rt)}",
+        flush=True,
+    )
     try:
         server.run(args.seconds)
     finally:
@@ -268,6 +274,7 @@ class StubProcess:
         obstacles: Sequence[Box] = (),
         seconds: float | None = None,
         spin_us: float = 200.0,
+        realtime: bool = False,
         start_timeout_s: float = 30.0,
     ) -> None:
         self.profile = str(profile)
@@ -277,10 +284,13 @@ class StubProcess:
             cmd += ["--obstacle", ",".join(f"{v:g}" for v in (*b.center, *b.half_extents))]
         if seconds is not None:
             cmd += ["--seconds", str(seconds)]
+        if realtime:
+            cmd.append("--realtime")
         self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=_child_env()
         )
+        self.realtime = False
         self.port = self._await_ready(start_timeout_s)
         self.stats: dict[str, object] | None = None
 
@@ -293,6 +303,7 @@ class StubProcess:
                 line = self.proc.stdout.readline()
                 if line.startswith(READY_PREFIX):
                     fields = dict(kv.split("=", 1) for kv in line.split()[2:])
+                    self.realtime = fields.get("realtime") == "1"
                     return int(fields["port"])
                 if not line and self.proc.poll() is not None:
                     break
