@@ -245,7 +245,11 @@ class _Link:
 
 
 def probe_state(port: int, *, host: str = "127.0.0.1", timeout_s: float = 2.0) -> RobotState | None:
-    """One state from a controller (HELLO, read, BYE) without commanding it."""
+    """One state from a controller (HELLO, read, BYE) without commanding it.
+
+    The HELLO takes the state stream over: do not probe a controller while a
+    client is running against it.
+    """
     link = _Link(host, port)
     try:
         deadline = time.perf_counter() + timeout_s
