@@ -16,6 +16,9 @@ def spawn_stub() -> Iterator[Callable[..., StubProcess]]:
     started: list[StubProcess] = []
 
     def spawn(profile: str, **kw: Any) -> StubProcess:
+        # SCHED_FIFO where permitted: on a loaded 2-core machine the stub's own
+        # overruns are otherwise the main source of timing noise (docs/deploy.md)
+        kw.setdefault("realtime", True)
         stub = StubProcess(profile, **kw)
         started.append(stub)
         return stub
