@@ -214,7 +214,7 @@ def test_stub_killed_is_detected(spawn_stub: Spawn) -> None:
 
 
 def test_collision_reflex_in_the_stub(spawn_stub: Spawn) -> None:
-    from test_plant import OBSTACLES
+    from .test_plant import OBSTACLES
 
     stub = spawn_stub("franka_fr3", obstacles=[OBSTACLES["franka_fr3"]])
     report = run_loop(FR3, cruise(7, 1, 0.5), 3.0, port=stub.port)
