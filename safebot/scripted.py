@@ -1,0 +1,373 @@
+"""Scripted controllers for Reach, Push and Press, and what the envelope width does to them.
+
+Each controller is a plain function ``policy(env) -> action``: it reads the
+task's state from ``env.unwrapped`` (goal, end-effector position, block, plate
+force), decides an end-effector velocity in m/s, and turns it into a normalised
+action in [-1, 1] for either action mode (:func:`ee_velocity_action`). Far from
+its target a controller asks for *more* than any envelope allows, so the action
+saturates and the shield decides the speed: a tight envelope (width 0) runs out
+of time, a loose one (width 1) moves fast enough to cause cost events (speed
+above the safe speed, impacts). That is the trade-off of issue 2, item 6; the
+measured table is in ``docs/tasks.md``.
+
+Example:
+    >>> from safebot.scripted import evaluate_scripted
+    >>> evaluate_scripted("reach", width=1.0, episodes=5, seed=0)["success_rate"]
+
+Command line (prints the markdown table of ``docs/tasks.md``)::
+
+    python -m safebot.scripted reach --episodes 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from safebot.envs import COST_TERMS, ArmTaskEnv, PressEnv, PushEnv
+from safebot.envs import make as make_env
+from safebot.envs.physics import F64
+from safebot.shield import Shield
+from safebot.spec import TaskSpec
+
+Policy = Callable[[gym.Env[Any, Any]], np.ndarray]
+
+# damped least squares (Nakamura & Hanafusa 1986), as the env's own ee_velocity mapping
+_PINV_DAMPING = 0.05
+# ee_site (panda_grasptarget) sits this far above the fingertips (measured: first plate
+# contact at ee z = 0.038 over the plate top at 0.03)
+FINGERTIP_DEPTH = 0.008
+
+# --- Reach
+REACH_GAIN = 6.0  # 1/s: saturates beyond ~0.17 m at the 1 m/s cap
+# m kept around a keep-out box by the planned path (hand and wrist are bulky)
+REACH_CLEARANCE = 0.06
+
+# --- Push
+BLOCK_HALF = 0.025  # m, half the cube's edge (scene_push.xml)
+PUSH_HEIGHT = 0.03  # ee height while pushing: fingertips at the block's centre height
+PUSH_SAFE_HEIGHT = 0.09  # ee height that clears the block (fingertips 3.4 cm above its top)
+PUSH_STANDOFF = 0.065  # m behind the block centre where a push starts
+PUSH_CONTACT = BLOCK_HALF + 0.012  # ee-to-centre distance when the fingers touch the rear face
+PUSH_ALIGN_TOL = 0.015  # m: lateral offset from the block-goal line still worth pushing
+PUSH_GAIN = 6.0  # 1/s: transit toward waypoints
+PUSH_DOWN_GAIN = 20.0  # 1/s: hold the push height against the fingers riding up
+PUSH_START_TOL = 0.008  # m above PUSH_HEIGHT at which a push may start
+PUSH_RIDE = 0.018  # m above PUSH_HEIGHT still counted as pushing (fingertips below the block top)
+PUSH_MIN_SPEED = 0.05  # m/s: push speed at the goal, so the last millimetres are covered
+PUSH_SPEED_GAIN = 4.0  # 1/s: push speed per metre to go; the block slides ~v^2/(2 mu g) after
+PUSH_LATERAL_GAIN = 8.0  # 1/s: steer back onto the block-goal line while pushing
+PUSH_DONE = 0.015  # m: block this close to the goal -> stop
+
+# --- Press
+PRESS_HOVER = 0.03  # m above the contact height where the guarded descent starts
+PRESS_GAIN = 6.0  # 1/s: transit toward the hover point
+PRESS_APPROACH_SPEED = 0.03  # m/s: speed at touch-down (impact force grows with it)
+PRESS_XY_TOL = 0.01  # m: descend only when this close to the target in xy
+# N per m/s: the velocity servos (kv = 600) press with a force about proportional to the
+# commanded speed into the plate (measured: 0.01 m/s -> 20 N)
+PRESS_FORCE_PER_SPEED = 2000.0
+PRESS_FORCE_GAIN = 1.0e-3  # m/s per N: force-feedback P term on the vertical velocity
+
+
+def task_env(env: gym.Env[Any, Any]) -> ArmTaskEnv:
+    """The safebot task under any wrappers (Shield, TimeLimit, ...)."""
+    inner = env.unwrapped
+    if not isinstance(inner, ArmTaskEnv):
+        raise TypeError(f"scripted controllers need a safebot task env, got {type(inner).__name__}")
+    return inner
+
+
+def ee_velocity_action(env: ArmTaskEnv, v: F64) -> np.ndarray:
+    """Normalised action that asks for end-effector velocity ``v`` (m/s).
+
+    In ``joint_velocity`` mode ``v`` maps to joint velocities through the damped
+    pseudo-inverse of the end-effector Jacobian. The action is scaled down as a
+    whole (direction kept) when an entry would leave [-1, 1]: asking for more
+    than the hard caps saturates at the caps.
+    """
+    v = np.asarray(v, dtype=np.float64)
+    if env.action_mode == "joint_velocity":
+        J = env.physics.ee_jacobian()
+        u = J.T @ np.linalg.solve(J @ J.T + _PINV_DAMPING**2 * np.eye(3), v)
+    else:
+        u = v
+    a = u / env.action_scale
+    peak = float(np.max(np.abs(a), initial=0.0))
+    if peak > 1.0:
+        a = a / peak
+    return a.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- Reach
+
+
+def _segment_hits_box(p: F64, q: F64, lo: F64, hi: F64) -> bool:
+    """Slab test: does the segment ``p -> q`` cross the box ``[lo, hi]``?"""
+    d = q - p
+    t0, t1 = 0.0, 1.0
+    for i in range(3):
+        if abs(d[i]) < 1e-12:
+            if not lo[i] <= p[i] <= hi[i]:
+                return False
+            continue
+        a, b = sorted(((lo[i] - p[i]) / d[i], (hi[i] - p[i]) / d[i]))
+        t0, t1 = max(t0, a), min(t1, b)
+        if t0 > t1:
+            return False
+    return True
+
+
+def reach_waypoint(
+    ee: F64, goal: F64, boxes: Sequence[tuple[F64, F64]], clearance: float = REACH_CLEARANCE
+) -> F64:
+    """The goal itself, or a point over the first keep-out box the straight line would cross.
+
+    Over, not around: the obstacle is wide in y and the goals lie on both sides
+    of it. Rise vertically until above the box (plus ``clearance``), then head
+    for the point above the goal, then down.
+    """
+    for centre, half in boxes:
+        lo, hi = centre - half - clearance, centre + half + clearance
+        if _segment_hits_box(ee, goal, lo, hi):
+            top = float(hi[2])
+            if ee[2] < top - 0.01:
+                return np.array([ee[0], ee[1], top + 0.02])
+            return np.array([goal[0], goal[1], top + 0.01])
+    return np.asarray(goal, dtype=np.float64)
+
+
+def reach_policy(env: gym.Env[Any, Any]) -> np.ndarray:
+    """Reach: proportional end-effector velocity toward the goal, over the keep-out box."""
+    base = task_env(env)
+    ee = base.physics.ee_pos()
+    target = reach_waypoint(ee, base.goal, base.keepout_boxes())
+    return ee_velocity_action(base, REACH_GAIN * (target - ee))
+
+
+# --------------------------------------------------------------------------- Push
+
+
+def _body_pos(env: ArmTaskEnv, name: str) -> F64:
+    b = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_BODY, name)
+    return np.asarray(env.data.xpos[b], dtype=np.float64).copy()
+
+
+def push_policy(env: gym.Env[Any, Any]) -> np.ndarray:
+    """Push: get behind the block, come down to its centre height, push it along the line to the goal.
+
+    Decided afresh each step from the block, the goal and the end effector, so a
+    block that drifts off the line is re-approached:
+
+    * pushing: the fingers are behind the block on the block-goal line and low;
+      move along the line (speed falling with the distance to go, so the block
+      does not slide past the goal) and steer back onto it laterally;
+    * behind the block but off the line or high: go straight to the start point
+      of the push (``PUSH_STANDOFF`` behind the block), descending on the way;
+    * beside or in front of the block: rise to ``PUSH_SAFE_HEIGHT``, then pass
+      over the block to above the start point.
+    """
+    base = task_env(env)
+    if not isinstance(base, PushEnv):
+        raise TypeError(f"push_policy needs the push task, got {type(base).__name__}")
+    ee = base.physics.ee_pos()
+    block = _body_pos(base, "block")
+    goal = base.goal
+    to_goal = goal[:2] - block[:2]
+    dist = float(np.linalg.norm(to_goal))
+    if dist < PUSH_DONE:
+        return ee_velocity_action(base, np.zeros(3))
+    u = to_goal / dist
+    n = np.array([-u[1], u[0]])
+    rel = ee[:2] - block[:2]
+    along, lateral = float(rel @ u), float(rel @ n)
+    start = block[:2] - PUSH_STANDOFF * u
+
+    # A push starts with the fingertips in the lower part of the block's face; once in
+    # contact the tapered fingers ride up a little (pushing sideways to them), which is
+    # tolerated up to PUSH_RIDE and countered by pressing down.
+    touching = along > -PUSH_CONTACT - 0.01
+    low = ee[2] < PUSH_HEIGHT + (PUSH_RIDE if touching else PUSH_START_TOL)
+    if (
+        low
+        and -PUSH_STANDOFF - 0.03 < along < -PUSH_CONTACT + 0.01
+        and abs(lateral) < PUSH_ALIGN_TOL
+    ):
+        speed = PUSH_SPEED_GAIN * dist + PUSH_MIN_SPEED
+        v_xy = speed * u - PUSH_LATERAL_GAIN * lateral * n
+        v_z = PUSH_DOWN_GAIN * (PUSH_HEIGHT - ee[2])
+        return ee_velocity_action(base, np.array([v_xy[0], v_xy[1], v_z]))
+    # half-diagonal of the cube plus the fingers: behind this the way to the start is clear
+    if along < -(BLOCK_HALF * math.sqrt(2.0) + 0.015):
+        target = np.array([start[0], start[1], PUSH_HEIGHT])
+    elif ee[2] < PUSH_SAFE_HEIGHT - 0.01 and float(np.linalg.norm(rel)) < PUSH_STANDOFF + 0.03:
+        target = np.array([ee[0], ee[1], PUSH_SAFE_HEIGHT + 0.01])
+    else:
+        target = np.array([start[0], start[1], PUSH_SAFE_HEIGHT])
+    return ee_velocity_action(base, PUSH_GAIN * (target - ee))
+
+
+# --------------------------------------------------------------------------- Press
+
+
+def _plate_top(env: PressEnv) -> float:
+    g = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_GEOM, "plate_geom")
+    return float(env.data.geom_xpos[g][2] + env.model.geom_size[g][2])
+
+
+def press_policy(env: gym.Env[Any, Any]) -> np.ndarray:
+    """Press: above the target, guarded descent onto the plate, then regulate the force.
+
+    In contact the vertical velocity is a feed-forward for the band centre plus a
+    force-feedback P term: the arm's velocity servos press with a force roughly
+    proportional to the commanded speed into the plate (``PRESS_FORCE_PER_SPEED``),
+    so the force settles near the band centre and the target is then held.
+    """
+    base = task_env(env)
+    if not isinstance(base, PressEnv):
+        raise TypeError(f"press_policy needs the press task, got {type(base).__name__}")
+    g = base.task.goal
+    ee = base.physics.ee_pos()
+    target_xy = base.goal[:2]
+    xy_err = target_xy - ee[:2]
+    touch_z = _plate_top(base) + FINGERTIP_DEPTH
+    force = base.plate_force()
+    if force > 0.0:
+        f_ref = 0.5 * (g.force_low + g.force_high)
+        v_z = -(f_ref / PRESS_FORCE_PER_SPEED + PRESS_FORCE_GAIN * (f_ref - force))
+        v_xy = PRESS_GAIN * xy_err
+        return ee_velocity_action(base, np.array([v_xy[0], v_xy[1], v_z]))
+    if float(np.linalg.norm(xy_err)) > PRESS_XY_TOL:
+        hover = np.array([target_xy[0], target_xy[1], touch_z + PRESS_HOVER])
+        return ee_velocity_action(base, PRESS_GAIN * (hover - ee))
+    # guarded descent: proportional, never slower than the touch-down speed
+    v_z = -max(PRESS_GAIN * (ee[2] - touch_z), PRESS_APPROACH_SPEED)
+    v_xy = PRESS_GAIN * xy_err
+    return ee_velocity_action(base, np.array([v_xy[0], v_xy[1], v_z]))
+
+
+POLICIES: dict[str, Policy] = {"reach": reach_policy, "push": push_policy, "press": press_policy}
+"""Scripted controller per task kind (``[task] kind``)."""
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate_scripted(
+    task: str | Path | TaskSpec, width: float, episodes: int = 20, seed: int = 0
+) -> dict[str, float]:
+    """Run the task's scripted controller inside :class:`~safebot.shield.Shield` at ``width``.
+
+    Episodes use seeds ``seed, seed + 1, ...`` and always run to the episode
+    length, as the training's held-out evaluation does: success is
+    ``info["is_success"]`` at the last step, the cost rate is the physics cost
+    per step over all steps.
+
+    Args:
+        task: a shipped task name (``"reach"``, ``"reach_joint"``, ...), a TOML path or a spec.
+        width: envelope width in [0, 1] (0 = start bounds, 1 = hard caps).
+        episodes: number of episodes.
+        seed: seed of the first episode.
+
+    Returns:
+        ``success_rate``, ``cost_rate``, ``mean_steps_to_success`` (first step at
+        which ``is_success`` held, over the successful episodes; NaN if none),
+        ``intervention_rate``, and ``cost/<term>`` (rate per step of each cost term).
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    base = make_env(task)
+    policy = POLICIES[base.task.task.kind]
+    env = Shield(base)
+    env.set_width(width)
+    successes = 0
+    first_success: list[int] = []
+    steps = 0
+    cost = 0.0
+    interventions = 0
+    terms = dict.fromkeys(COST_TERMS, 0.0)
+    try:
+        for ep in range(episodes):
+            env.reset(seed=seed + ep)
+            done, t, first = False, 0, -1
+            info: dict[str, Any] = {}
+            while not done:
+                _, _, terminated, truncated, info = env.step(policy(env))
+                t += 1
+                done = terminated or truncated
+                cost += float(info["cost"])
+                interventions += bool(info["shield/intervened"])
+                for k in COST_TERMS:
+                    terms[k] += float(info[f"cost/{k}"])
+                if first < 0 and info["is_success"]:
+                    first = t
+            steps += t
+            if info["is_success"]:
+                successes += 1
+                first_success.append(first)
+    finally:
+        env.close()
+    out = {
+        "success_rate": successes / episodes,
+        "cost_rate": cost / steps,
+        "mean_steps_to_success": float(np.mean(first_success)) if first_success else math.nan,
+        "intervention_rate": interventions / steps,
+    }
+    out.update({f"cost/{k}": v / steps for k, v in terms.items()})
+    return out
+
+
+def markdown_table(task: str, widths: Sequence[float], episodes: int, seed: int) -> str:
+    """The width sweep as a markdown table (the one in ``docs/tasks.md``)."""
+    head = (
+        "| width | success | cost rate | steps to success | "
+        + " | ".join(f"cost/{k}" for k in COST_TERMS)
+        + " | shield intervened |"
+    )
+    lines = [head, "|" + " --- |" * (5 + len(COST_TERMS))]
+    for w in widths:
+        r = evaluate_scripted(task, w, episodes, seed)
+        steps = r["mean_steps_to_success"]
+        lines.append(
+            f"| {w:g} | {r['success_rate']:.0%} | {r['cost_rate']:.3f} | "
+            + ("–" if math.isnan(steps) else f"{steps:.1f}")
+            + " | "
+            + " | ".join(f"{r[f'cost/{k}']:.3f}" for k in COST_TERMS)
+            + f" | {r['intervention_rate']:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m safebot.scripted",
+        description="Success and cost of a task's scripted controller at several envelope widths.",
+    )
+    parser.add_argument(
+        "task", help="shipped task name (reach, reach_joint, push, press) or TOML path"
+    )
+    parser.add_argument("--episodes", type=int, default=20, help="episodes per width (default 20)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (default 0)")
+    parser.add_argument(
+        "--widths", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="default: 0 0.5 1"
+    )
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error("--episodes must be >= 1")
+    print(
+        f"{args.task}: scripted controller, {args.episodes} episodes per width, "
+        f"seeds {args.seed}..{args.seed + args.episodes - 1}\n"
+    )
+    print(markdown_table(args.task, args.widths, args.episodes, args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
