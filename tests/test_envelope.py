@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tomllib
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safebot.envelope import LIMIT_KINDS, Bounds, Envelope, EnvelopeError, Limit
+from safebot.resources import resolve
 from safebot.spec import load_task
 
 
@@ -106,20 +108,30 @@ def test_width_zero_is_start_one_is_cap_half_is_midpoint() -> None:
 
 
 def test_values_from_the_reach_spec() -> None:
+    # expected values read from the TOML itself, not through the spec models
+    raw = tomllib.loads(resolve("tasks", "reach").read_text())["limits"]
     env = Envelope.from_spec(load_task("reach").limits)
     b0, b1 = env.bounds(0.0), env.bounds(1.0)
-    np.testing.assert_allclose(b0.ee_speed, [0.1, 0.1, 0.1])
-    np.testing.assert_allclose(b1.ee_speed, [1.0, 1.0, 1.0])
-    np.testing.assert_allclose(env.bounds(0.5).ee_speed, [0.55, 0.55, 0.55])
-    np.testing.assert_allclose(b1.joint_velocity, [2.175] * 4 + [2.61] * 3)
+    ee, jv, ws, ko, jp = (
+        raw[k] for k in ("ee_speed", "joint_velocity", "workspace", "keepout", "joint_position")
+    )
+    np.testing.assert_allclose(b0.ee_speed, [ee["start"]] * 3)
+    np.testing.assert_allclose(b1.ee_speed, [ee["cap"]] * 3)
+    np.testing.assert_allclose(env.bounds(0.5).ee_speed, [0.5 * (ee["start"] + ee["cap"])] * 3)
+    np.testing.assert_allclose(b0.joint_velocity, np.broadcast_to(jv["start"], (7,)))
+    np.testing.assert_allclose(b1.joint_velocity, jv["cap"])
     # loosening downward: the keep-out margin shrinks, the workspace grows
-    assert b0.keepout_margin == pytest.approx(0.08) and b1.keepout_margin == pytest.approx(0.02)
-    assert b0.joint_margin == pytest.approx(0.15) and b1.joint_margin == pytest.approx(0.02)
-    np.testing.assert_allclose(b0.workspace_low, [0.20, -0.40, 0.05])
-    np.testing.assert_allclose(b1.workspace_low, [0.10, -0.60, 0.01])
-    np.testing.assert_allclose(b1.workspace_high, [0.80, 0.60, 0.80])
+    assert ko["cap"] < ko["start"] and jp["cap"] < jp["start"]
+    assert b0.keepout_margin == pytest.approx(ko["start"])
+    assert b1.keepout_margin == pytest.approx(ko["cap"])
+    assert b0.joint_margin == pytest.approx(jp["start"])
+    assert b1.joint_margin == pytest.approx(jp["cap"])
+    np.testing.assert_allclose(b0.workspace_low, ws["start_low"])
+    np.testing.assert_allclose(b0.workspace_high, ws["start_high"])
+    np.testing.assert_allclose(b1.workspace_low, ws["cap_low"])
+    np.testing.assert_allclose(b1.workspace_high, ws["cap_high"])
     assert b0.contact_force is None
-    assert env.joint_gain == pytest.approx(5.0)
+    assert env.joint_gain == pytest.approx(jp["gain"])
 
 
 @pytest.mark.parametrize(("given_width", "stored"), [(-1.0, 0.0), (2.0, 1.0), (math.nan, 0.0)])
