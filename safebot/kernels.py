@@ -77,8 +77,12 @@ _FEAS_TOL = 1e-12
 # the active rows is linearly dependent on them: no primal step exists, only the
 # dual step that drops an active row (Goldfarb & Idnani 1983, step 2(c)).
 _DEP_TOL = 1e-11
-# Rows whose weighted 1-norm is this small relative to the largest row are zero rows.
-_ZERO_ROW_TOL = 1e-14
+# Rows whose weighted 1-norm is this small relative to the largest row are zero
+# rows. Deliberately tiny: legitimate rows in one problem span ~1e12 (scales 1e-6
+# to 1e6) and every kept row is normalised, so a small row is handled exactly;
+# a rounding-level row (~1e-16 relative) is kept too, which is conservative (it
+# can only restrict u) rather than silently dropped.
+_ZERO_ROW_TOL = 1e-20
 # Problems per parallel chunk in project_batch.
 _CHUNK = 8
 # Let LLVM contract and reorder sums but keep IEEE NaN/inf semantics: the
@@ -101,6 +105,14 @@ def _fill_safe(safe: np.ndarray, u_out: np.ndarray, act_out: np.ndarray) -> None
     for i in range(u_out.shape[0]):
         u_out[i] = safe[i] if ok else 0.0
     act_out[:] = False
+
+
+@njit(cache=True)
+def _zero_row(A: np.ndarray, j: int) -> bool:
+    for k in range(A.shape[1]):
+        if A[j, k] != 0.0:
+            return False
+    return True
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -293,8 +305,9 @@ def _solve_into(
         sl[j] = slack
         if slack < 0.0:
             feasible = False
-        # Binding to rounding relative to the magnitudes in the row.
-        act_out[j] = slack <= _FEAS_TOL * (abs(b[j]) + mag)
+        # Binding to rounding relative to the magnitudes in the row; a zero row
+        # binds nothing (the check is off the common path: slack is rarely ~0).
+        act_out[j] = slack <= _FEAS_TOL * (abs(b[j]) + mag) and not _zero_row(A, j)
     if feasible:
         for i in range(n):
             u_out[i] = a[i]
@@ -471,7 +484,7 @@ def _solve_into(
         elif flag[j] == 1:
             act_out[j] = False
         else:
-            act_out[j] = sl[j] <= _FEAS_TOL * (abs(b[j]) + xmax * ar[j])
+            act_out[j] = sl[j] <= _FEAS_TOL * (abs(b[j]) + xmax * ar[j]) and ar[j] > zero_row
     return STATUS_OK
 
 
@@ -595,9 +608,7 @@ def project_batch(
         hi = min(N, lo + _CHUNK)
         fwork, iwork = _work(m, n)
         for i in range(lo, hi):
-            status[i] = _solve_into(
-                a[i], A[i], b[i], w[i], safe[i], u[i], active[i], fwork, iwork
-            )
+            status[i] = _solve_into(a[i], A[i], b[i], w[i], safe[i], u[i], active[i], fwork, iwork)
     return u, active, status
 
 

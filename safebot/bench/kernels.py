@@ -149,7 +149,13 @@ def _median_us(fn: Callable[[], object], count: int, repeats: int) -> float:
 def _time_numba(P: dict[str, FloatArray], repeats: int) -> tuple[float, FloatArray, Any]:
     # Per-problem contiguous arrays built up front: the loop times the call only.
     args = [
-        (P["a"][i].copy(), P["A"][i].copy(), P["b"][i].copy(), P["w"][i].copy(), P["safe"][i].copy())
+        (
+            P["a"][i].copy(),
+            P["A"][i].copy(),
+            P["b"][i].copy(),
+            P["w"][i].copy(),
+            P["safe"][i].copy(),
+        )
         for i in range(P["a"].shape[0])
     ]
     project = kernels.project
@@ -174,7 +180,8 @@ def _time_numba_into(P: dict[str, FloatArray], repeats: int) -> float:
     u = np.empty(n)
     active = np.empty(m, dtype=np.bool_)
     project_into = kernels.project_into
-    project_into(*args[0], u, active)
+    a0, A0, b0, w0, s0 = args[0]
+    project_into(a0, A0, b0, w0, s0, u, active)
 
     def loop() -> None:
         for a, A, b, w, safe in args:
@@ -427,7 +434,10 @@ def format_table(result: dict[str, Any]) -> str:
         ("numba project (from Python)", result["numba_us"]),
         ("numba project_into (from Python, own buffers)", result["numba_into_us"]),
         (f"numba project_batch (N={result['batch']})", result["numba_batched_us_per_env"]),
-        (f"numba project_batch (N={result['batch']}, 1 thread)", result["numba_batched_1thread_us_per_env"]),
+        (
+            f"numba project_batch (N={result['batch']}, 1 thread)",
+            result["numba_batched_1thread_us_per_env"],
+        ),
         ("quadprog solve_qp", q),
         ("OSQP (setup once, update)", result["osqp_us"]),
         ("proxsuite dense (new solver per problem)", result["proxsuite_us"]),
