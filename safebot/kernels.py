@@ -10,7 +10,7 @@ with ``n <= 12`` variables and ``m <= 64`` rows. This module solves it *exactly*
 algorithm behind ``quadprog``. With a diagonal weight the method is especially
 simple: substituting ``z = sqrt(w) * u`` makes the Hessian the identity, so the
 Cholesky factor is ``I`` and only the QR factors of the active rows are updated
-(Givens rotations) as rows enter and leave the active set.
+(one Householder reflection when a row enters, Givens rotations when one leaves).
 
 Why a dual method: it starts from the unconstrained minimum ``u = a`` and only
 ever adds a violated row, so it terminates in a handful of iterations when few
@@ -21,9 +21,10 @@ linearly dependent rows through the dual step, which drops a row from the
 active set to make room for the new one.
 
 The functions here are pure array functions with no Python objects inside, so
-the shield calls :func:`project` directly from its hot path and vectorised
-environments call :func:`project_batch`. :func:`solve` is a convenience wrapper
-returning a :class:`Projection`.
+the shield calls :func:`project` (or :func:`project_into`, which writes into
+buffers the caller keeps) directly from its hot path, vectorised environments
+call :func:`project_batch`, and jitted code can call any of them. :func:`solve`
+is a convenience wrapper returning a :class:`Projection`.
 
 References:
     D. Goldfarb and A. Idnani, "A numerically stable dual method for solving
@@ -506,22 +507,27 @@ def project(
 
     Solves ``min_u ½ Σ w_i (u_i − a_i)²  s.t.  A u <= b`` with the dual
     active-set method of Goldfarb & Idnani (1983) on the scaled variable
-    ``z = sqrt(w) u``; rows are normalised internally so data from 1e-6 to 1e6
-    share one tolerance. Linearly dependent active rows are handled by the
-    method's dual step (the blocking row is dropped and the new one enters).
+    ``z = sqrt(w) u``; a row entering the active set is normalised to unit
+    length, so rows and data scaled anywhere from 1e-6 to 1e6 share one relative
+    tolerance. Linearly dependent rows (duplicates, positive multiples,
+    equalities written as two inequalities) are handled by the method's dual
+    step: the blocking row is dropped and the new one enters.
 
     Guarantees:
-        * ``a`` feasible (to a relative 1e-12) -> ``u`` is a bit-for-bit copy of ``a``.
-        * status ``STATUS_OK`` -> ``A u <= b`` up to a relative 1e-12 of
-          ``|b_j| + ‖A_j‖·‖u‖`` (row- and weight-scaled), and ``u`` is the
-          minimiser to rounding.
+        * ``a`` feasible -> ``u`` is a bit-for-bit copy of ``a`` (exact check
+          first; ``a`` violating rows only at rounding level, 1e-12 relative,
+          comes back unchanged too).
+        * status ``STATUS_OK`` -> ``A_j u − b_j <= 1e-12 (|b_j| + ‖√w u‖∞ ·
+          Σ_k |A_jk|/√w_k)`` for every row (well inside ``1e-9`` of the row's
+          scale), and ``u`` is the minimiser to rounding.
         * never raises on bad *values*: non-finite inputs or ``w <= 0`` give
           ``STATUS_NONFINITE``, an empty feasible set ``STATUS_INFEASIBLE``, the
           iteration guard ``STATUS_MAXITER``; each returns a copy of ``safe`` (zeros
           if ``safe`` itself is non-finite) and no active rows. Wrong *shapes* raise
           ``ValueError``.
-        * a row with (numerically) zero norm is ignored when ``b_j >= 0`` and makes
-          the problem infeasible otherwise.
+        * a zero row (norm below 1e-20 of the largest row) is ignored when
+          ``b_j >= 0`` and makes the problem infeasible otherwise. It is never
+          reported active.
 
     Args:
         a: Desired command, float64[n] (n <= 12 is the design size; any n works).
@@ -532,7 +538,9 @@ def project(
 
     Returns:
         ``(u, active, status)``: the projected command float64[n], bool[m] flags of
-        the rows binding at ``u``, and the status code (``STATUS_NAMES[status]``).
+        the rows binding at ``u`` (the optimal active set plus any row satisfied
+        with equality to the tolerance above), and the status code
+        (``STATUS_NAMES[status]``).
 
     Example:
         >>> import numpy as np
@@ -578,7 +586,7 @@ def project_batch(
     method, guarantees and statuses. All problems share the row count ``m``;
     callers with fewer rows pad with zero rows and ``b = +1`` (a zero row with
     ``b >= 0`` is inert: it never binds, is never reported active and costs one
-    norm computation).
+    dot product). Threads share the work in chunks of a few problems.
 
     Args:
         a: float64[N, n] desired commands.
