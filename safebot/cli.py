@@ -240,6 +240,65 @@ def bench_envs(
     _write_json(result, json_path)
 
 
+@bench_app.command("envelope")
+def bench_envelope(
+    out: Annotated[Path, typer.Option(help="output directory (a restart skips finished runs)")],
+    tasks: Annotated[str, typer.Option(help="comma-separated task names or TOML paths")] = "reach",
+    schedulers: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated: none,penalty,static-tight,static-loose,linear,pi,competence"
+        ),
+    ] = "none,penalty,static-tight,static-loose,linear,pi,competence",
+    seeds: Annotated[int, typer.Option(min=1, help="seeds 0..N-1 per task x scheduler")] = 3,
+    steps: Annotated[int, typer.Option(min=1, help="training steps per run")] = 5000,
+    executor: Annotated[str, typer.Option(help="local (process pool) | ray")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local one)")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="runs at once (local pool / local Ray)")] = 1,
+    eval_every: Annotated[
+        int | None, typer.Option(min=1, help="steps between held-out evaluations (task default)")
+    ] = None,
+    eval_episodes: Annotated[
+        int | None, typer.Option(min=1, help="episodes per evaluation (task default)")
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(min=1, help="steps between checkpoints (default steps/4)")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="live progress across runs")] = True,
+) -> None:
+    """Envelope expansion: tasks x schedulers x seeds -> results.csv, summary.json/.md, plots."""
+    from safebot.bench.envelope import SweepConfig, SweepError, sweep
+    from safebot.bench.executors import make_executor
+
+    def items(text: str) -> tuple[str, ...]:
+        return tuple(x.strip() for x in text.split(",") if x.strip())
+
+    try:
+        ex = make_executor(executor, workers=workers, address=ray_address)
+        cfg = SweepConfig(
+            tasks=items(tasks),
+            schedulers=items(schedulers),
+            seeds=tuple(range(seeds)),
+            steps=steps,
+            out=out,
+            eval_every=eval_every,
+            eval_episodes=eval_episodes,
+            checkpoint_every=checkpoint_every or max(steps // 4, 1),
+        )
+        result = sweep(cfg, ex, progress=progress)
+    except (SweepError, ValueError) as err:
+        _fail(str(err))
+        return
+    typer.echo((out / "summary.md").read_text())
+    typer.echo("files: " + ", ".join(str(p) for p in result.files))
+    if result.failed:
+        for label, why in result.failed.items():
+            typer.secho(f"failed: {label}: {why}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
