@@ -22,18 +22,24 @@ from safebot.envs.base import ArmTaskEnv
 from safebot.envs.physics import F64
 from safebot.spec import SpecError
 
+GOAL_CLEARANCE = 0.05  # m added to the keep-out start margin when sampling Reach goals
+
 
 class ReachEnv(ArmTaskEnv):
     """Move the end effector to a sampled goal without touching the keep-out obstacle.
 
     Observation: arm state (q, qd, ee position, ee velocity) = 20 values.
-    Goals are sampled in ``[goal]`` outside every keep-out box (plus the start margin).
+    Goals are sampled in ``[goal]`` outside every keep-out box by the start margin plus
+    ``GOAL_CLEARANCE``, so a goal never asks the hand to touch the box.
     """
 
     def _sample_goal(self, rng: np.random.Generator) -> F64:
         g = self.task.goal
         lo, hi = np.asarray(g.low), np.asarray(g.high)
-        margin = self.task.limits.keepout.start if self.task.limits.keepout else 0.0
+        # the hand (a ~5 cm sphere around site_hand) must fit beside the box too, at the widest margin
+        margin = (
+            self.task.limits.keepout.start if self.task.limits.keepout else 0.0
+        ) + GOAL_CLEARANCE
         boxes = self.keepout_boxes()
         for _ in range(1000):
             goal = rng.uniform(lo, hi)
