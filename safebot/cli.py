@@ -188,6 +188,87 @@ def plot(
     typer.echo(f"plot: {path}")
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory from `safebot train`")],
+    out: Annotated[Path, typer.Option("--out", help="the bundle directory to write")],
+    force: Annotated[bool, typer.Option(help="replace an existing bundle")] = False,
+) -> None:
+    """Export a run as a deploy bundle: TorchScript policy, shield at its final width, hashes."""
+    from safebot.deploy.bundle import BundleError
+    from safebot.deploy.export import ExportError, export_run
+
+    errors: tuple[type[BaseException], ...] = (*_user_errors(), BundleError, ExportError)
+    try:
+        result = export_run(run_dir, out, force=force)
+    except errors as err:
+        _fail(_one_line(err))
+        return
+    b = result.bundle
+    width = sum(b.shield.width.values()) / max(len(b.shield.width), 1)
+    typer.echo(
+        f"bundle: {b.root}  sha256 {b.digest}  {b.policy.algo} policy "
+        f"({b.policy.input_size} -> {b.policy.action_size}, |TorchScript - SB3| {result.max_abs_error:.1e})  "
+        f"width {width:.2f}  {len(b.manifest['files'])} files"
+    )
+
+
+@app.command("deploy")
+def deploy_cmd(
+    bundle: Annotated[Path, typer.Argument(help="a bundle directory from `safebot export`")],
+    controller: Annotated[
+        str, typer.Option(help="controller profile: path or shipped name (franka_fr3, ...)")
+    ],
+    seconds: Annotated[float, typer.Option(help="how long the policy runs")] = 10.0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="also write the report here")
+    ] = None,
+    realtime: Annotated[
+        bool, typer.Option(help="SCHED_FIFO for loop, policy worker and stub where permitted")
+    ] = False,
+    goal: Annotated[
+        str | None, typer.Option(help="reach goal x,y,z (m); default: the task's first goal")
+    ] = None,
+    obstacles: Annotated[
+        bool, typer.Option(help="put the task's keep-out boxes into the stub's plant")
+    ] = True,
+) -> None:
+    """Run a bundle against a controller stub it spawns; prints the JSON report.
+
+    Exit status: 0 clean run, 1 controller fault, 3 stub lost, 4 non-finite
+    command, 5 policy error, 6 no connection, 2 bad input.
+    """
+    from safebot.deploy.bundle import BundleError
+    from safebot.deploy.run import DeployError, deploy, parse_goal
+
+    errors: tuple[type[BaseException], ...] = (*_user_errors(), BundleError, DeployError)
+    try:
+        g = None if goal is None else parse_goal(goal)
+        result = deploy(
+            bundle, controller, seconds=seconds, goal=g, realtime=realtime, obstacles=obstacles
+        )
+    except errors as err:
+        _fail(_one_line(err))
+        return
+    text = result.to_json()
+    typer.echo(text)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text + "\n")
+    r = result.report
+    if not r.ok:
+        typer.secho(f"deploy failed ({r.exit_reason}): {r.message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(result.exit_code)
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of a multi-line error (one line per invalid key), with a count of the rest."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(err).__name__
+    return f"{lines[0]} (and {len(lines) - 1} more)"
+
+
 def _write_json(result: dict[str, Any], path: Path | None) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

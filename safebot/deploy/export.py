@@ -1,0 +1,282 @@
+"""``safebot export RUN_DIR --out BUNDLE``: a trained run -> a self-contained deploy bundle.
+
+The policy becomes TorchScript of the SB3 policy's *deterministic* forward on a
+flat float32 observation:
+
+* SAC: ``tanh(mu(latent_pi(x)))``, unscaled to the action bounds (what
+  ``model.predict(obs, deterministic=True)`` returns);
+* PPO: the Gaussian's mean ``action_net(policy_net(x))``, clipped to the action bounds.
+
+``x`` is the Dict observation concatenated in stable-baselines3's own order:
+``CombinedExtractor`` flattens each key of the (sorted) Dict space and
+concatenates them in that order — ``achieved_goal, desired_goal, observation``
+for safebot's tasks. The order and sizes are written to ``policy.json``; the
+export checks the TorchScript against ``model.predict`` on random observations
+before it writes anything.
+
+The shield goes in at the width the run ended at (``summary.json``), with the
+envelope's start and cap values, the action scale and mode and the control
+rate; the run's ``config.toml``, the package versions and the task's scene are
+copied in. See :mod:`safebot.deploy.bundle` for the layout.
+"""
+
+# no `from __future__ import annotations`: TorchScript reads the class annotations below
+import platform
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from safebot.deploy.bundle import (
+    CONFIG_FILE,
+    Bundle,
+    BundleError,
+    PolicyInfo,
+    ShieldConfig,
+    load_bundle,
+    write_bundle,
+)
+from safebot.envs.base import ARM_JOINTS
+from safebot.resources import resolve
+
+#: largest |TorchScript - SB3| accepted by the export's self-check
+EXPORT_TOLERANCE = 1e-5
+
+
+class ExportError(ValueError):
+    """A run cannot be exported (unsupported policy, failed self-check); one line."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    bundle: Bundle
+    max_abs_error: float
+
+
+def _check_flatten_extractor(extractor: Any, where: str) -> list[str]:
+    """The keys of a ``CombinedExtractor`` that only flattens 1-D boxes (else ExportError)."""
+    from stable_baselines3.common.torch_layers import CombinedExtractor
+
+    if not isinstance(extractor, CombinedExtractor):
+        raise ExportError(
+            f"{where}: features extractor {type(extractor).__name__} is not supported "
+            "(export handles MultiInputPolicy's CombinedExtractor over flat boxes)"
+        )
+    for key, sub in extractor.extractors.items():
+        if not isinstance(sub, torch.nn.Flatten):
+            raise ExportError(
+                f"{where}: observation key {key!r} goes through {type(sub).__name__}, not Flatten"
+            )
+    return list(extractor.extractors.keys())
+
+
+def policy_module(model: Any) -> tuple[Any, PolicyInfo]:
+    """The deterministic forward of an SB3 SAC/PPO ``MultiInputPolicy`` as a plain ``nn.Module``.
+
+    Returns:
+        ``(module, info)``: ``module(x)`` with ``x`` float32 ``(batch, info.input_size)``
+        returns the actions ``model.predict(obs, deterministic=True)`` would.
+
+    Raises:
+        ExportError: another algorithm, policy layout or observation space.
+    """
+    from gymnasium import spaces
+    from stable_baselines3 import PPO, SAC
+
+    obs_space = model.observation_space
+    act_space = model.action_space
+    if not isinstance(obs_space, spaces.Dict):
+        raise ExportError(f"observation space {type(obs_space).__name__} is not a Dict")
+    if not isinstance(act_space, spaces.Box) or len(act_space.shape) != 1:
+        raise ExportError(f"action space {act_space} is not a flat Box")
+    low = np.asarray(act_space.low, dtype=np.float64)
+    high = np.asarray(act_space.high, dtype=np.float64)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        raise ExportError("action space bounds must be finite")
+    policy = model.policy
+    if isinstance(model, SAC):
+        actor = policy.actor
+        keys = _check_flatten_extractor(actor.features_extractor, "SAC actor")
+        module: nn.Module = _SquashedMean(actor.latent_pi, actor.mu, low, high)
+        algo = "sac"
+    elif isinstance(model, PPO):
+        if policy.use_sde or policy.squash_output:
+            raise ExportError("PPO with gSDE / squashed output is not supported")
+        extractor = policy.pi_features_extractor
+        keys = _check_flatten_extractor(extractor, "PPO policy")
+        module = _ClippedMean(policy.mlp_extractor.policy_net, policy.action_net, low, high)
+        algo = "ppo"
+    else:
+        raise ExportError(f"algorithm {type(model).__name__} is not supported (SAC or PPO)")
+    inputs = []
+    for k in keys:
+        box = obs_space.spaces[k]
+        if not isinstance(box, spaces.Box) or len(box.shape) != 1:
+            raise ExportError(f"observation key {k!r} is not a flat Box")
+        inputs.append((k, int(box.shape[0])))
+    module = module.to(torch.device("cpu")).eval()
+    return module, PolicyInfo(algo, tuple(inputs), low, high)
+
+
+class _SquashedMean(nn.Module):
+    """SAC: ``low + (tanh(mu(latent(x))) + 1) (high - low) / 2`` (SB3's ``unscale_action``)."""
+
+    low: torch.Tensor
+    high: torch.Tensor
+
+    def __init__(self, latent: nn.Module, mu: nn.Module, low: np.ndarray, high: np.ndarray) -> None:
+        super().__init__()
+        self.latent = latent
+        self.mu = mu
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
+        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.tanh(self.mu(self.latent(x)))
+        return self.low + 0.5 * (a + 1.0) * (self.high - self.low)
+
+
+class _ClippedMean(nn.Module):
+    """PPO: the Gaussian's mean, clipped to the action bounds (SB3's ``predict``)."""
+
+    low: torch.Tensor
+    high: torch.Tensor
+
+    def __init__(
+        self, latent: nn.Module, head: nn.Module, low: np.ndarray, high: np.ndarray
+    ) -> None:
+        super().__init__()
+        self.latent = latent
+        self.head = head
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
+        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(self.head(self.latent(x)), self.low, self.high)
+
+
+def compare_with_sb3(
+    model: Any, scripted: Any, info: PolicyInfo, *, n: int = 256, seed: int = 0
+) -> float:
+    """Largest ``|scripted(flat(obs)) - model.predict(obs, deterministic=True)|`` on random observations.
+
+    Observations are drawn from the Dict space (standard normal on unbounded
+    entries, uniform on bounded ones), as one batch.
+    """
+    space = model.observation_space
+    space.seed(seed)
+    samples = [space.sample() for _ in range(n)]
+    batch = {k: np.stack([s[k] for s in samples]) for k, _ in info.inputs}
+    expected, _ = model.predict(batch, deterministic=True)
+    flat = np.concatenate([batch[k].astype(np.float32) for k, _ in info.inputs], axis=1)
+    with torch.inference_mode():
+        got = scripted(torch.from_numpy(flat)).numpy()
+    return float(np.max(np.abs(got.astype(np.float64) - np.asarray(expected, dtype=np.float64))))
+
+
+def shield_config(run_dir: Path) -> tuple[ShieldConfig, Path]:
+    """The run's shield at its final width, and the scene folder to copy."""
+    from safebot.train import final_width, load_run_config, make_env
+
+    spec, _ = load_run_config(run_dir)
+    env = make_env(spec, width=final_width(run_dir))
+    try:
+        inner = env.unwrapped
+        view_scale = np.asarray(env.arm.scale, dtype=np.float64)
+        envelope = env.envelope
+        q_low, q_high = inner.physics.joint_limits()  # type: ignore[attr-defined]
+    finally:
+        env.close()
+    scene = resolve("assets", spec.robot.scene)
+    cfg = ShieldConfig(
+        action_mode=spec.robot.action_mode,
+        action_scale=view_scale,
+        control_hz=float(spec.robot.control_hz),
+        limits=dict(envelope.limits),
+        width=envelope.width,
+        joint_gain=envelope.joint_gain,
+        barrier_gain=envelope.barrier_gain,
+        observe_width=bool(spec.train.observe_width),
+        scene=f"{scene.parent.name}/{scene.name}",
+        joints=ARM_JOINTS,
+        q_low=q_low,
+        q_high=q_high,
+    )
+    return cfg, scene.parent
+
+
+def observation_layout(info: PolicyInfo, shield: ShieldConfig) -> tuple[tuple[str, int], ...]:
+    """Segments of ``observation``: the arm state of ``ArmTaskEnv._obs``, task extras, widths."""
+    n = dict(info.inputs).get("observation", 0)
+    k = len(shield.joints)
+    arm = [("q", k), ("dq", k), ("ee_pos", 3), ("ee_vel", 3)]
+    widths = [(f"width/{kind}", 1) for kind in shield.limits] if shield.observe_width else []
+    extra = n - sum(s for _, s in arm) - len(widths)
+    return tuple(arm + ([("task", extra)] if extra > 0 else []) + widths)
+
+
+def versions() -> dict[str, str]:
+    import mujoco
+    import stable_baselines3
+
+    from safebot import __version__
+
+    return {
+        "safebot": __version__,
+        "torch": torch.__version__,
+        "mujoco": mujoco.__version__,
+        "numpy": np.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def export_run(run_dir: str | Path, out: str | Path, *, force: bool = False) -> ExportResult:
+    """Export a run directory to a bundle at ``out`` (see the module docstring).
+
+    Raises:
+        RunError: ``run_dir`` is not a run, or its model cannot be read.
+        ExportError: an unsupported policy, or TorchScript that disagrees with SB3.
+        BundleError: ``out`` exists (without ``force``).
+    """
+    from safebot.train import load_policy
+
+    run_dir = Path(run_dir)
+    out = Path(out)
+    if out.exists() and not force:
+        raise BundleError(f"{out} exists; pass --force to replace it")
+    _, model = load_policy(run_dir)
+    module, info = policy_module(model)
+    try:
+        scripted = torch.jit.script(module)
+    except Exception as err:
+        raise ExportError(f"TorchScript compilation failed: {type(err).__name__}: {err}") from None
+    err_max = compare_with_sb3(model, scripted, info)
+    if not err_max <= EXPORT_TOLERANCE:
+        raise ExportError(
+            f"TorchScript disagrees with SB3's predict by {err_max:.3g} (> {EXPORT_TOLERANCE})"
+        )
+    shield, scene_dir = shield_config(run_dir)
+    info = replace(info, observation_layout=observation_layout(info, shield))
+    config_toml = (run_dir / CONFIG_FILE).read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory() as tmp:
+        pt = Path(tmp) / "policy.pt"
+        torch.jit.save(scripted, str(pt))
+        write_bundle(
+            out,
+            policy_pt=pt,
+            policy=info,
+            shield=shield,
+            config_toml=config_toml,
+            versions=versions(),
+            scene_dir=scene_dir,
+            force=force,
+        )
+    return ExportResult(load_bundle(out), err_max)
+
+
+__all__ = ["EXPORT_TOLERANCE", "ExportError", "ExportResult", "export_run", "policy_module"]

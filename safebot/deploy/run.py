@@ -1,0 +1,817 @@
+"""``safebot deploy BUNDLE --controller PROFILE``: a bundle's shielded policy against a controller stub.
+
+Two rates, two processes, as on a real arm (the 1 kHz callback never runs the network):
+
+* **The control loop** (the client, :func:`~safebot.deploy.client.run_loop`, at the
+  controller's rate) calls :class:`BundlePolicy` each cycle. It returns the joint
+  velocity command currently held, rate-limited by the client; on a policy tick
+  (every 1/25 s for Reach, on the controller's clock) it sends the stub's ``q``,
+  ``dq``, ``ee_pos`` to the policy worker, and it swaps in the worker's answer in
+  the first cycle after it arrives. A held command older than
+  :data:`STALE_PERIODS` policy periods is replaced by a stop.
+* **The policy worker** (:class:`PolicyWorker`, a spawned process; SCHED_FIFO below
+  the loop's priority under ``--realtime``) runs :class:`ShieldedPolicy`: the
+  stub's ``q``, ``dq`` go into a MuJoCo model of the arm (the bundle's own copy of
+  the task scene: the same kinematics as the stub's PyBullet URDF), which gives
+  ``ee_pos`` and ``ee_vel = J(q) dq``; the task observation is rebuilt (``q, dq,
+  ee_pos, ee_vel`` and the widths, with a fixed goal) and the TorchScript policy
+  gives the action ``a``; the shield builds its rows ``A u <= b`` from the same
+  MuJoCo state (:func:`safebot.constraints.build`, the bundle's envelope at its
+  width, caps intersected with the profile) and projects ``u = scale * a``
+  (:func:`safebot.kernels.project`); the command is ``qd = M u + c`` (for
+  end-effector actions ``M`` is the damped pseudo-inverse the env uses).
+
+The projection runs once per policy tick, as in training (the env holds its
+velocity-servo targets for a control period). Measured on the loop's side, a
+cache-cold policy tick in the 1 kHz process costs 0.4-0.9 ms (TorchScript alone
+0.37 ms p50), over Franka's 0.3 ms callback budget even when split over cycles;
+in the worker it costs the loop nothing (docs/deploy.md, *Bundles*).
+
+Intersection with the controller profile (:func:`intersect_envelope`): the
+joint-velocity caps are min'ed with the profile's velocity limits, the per-axis
+end-effector speed cap with the Cartesian translation limit divided by sqrt(3)
+(a per-axis bound ``s`` allows a speed of at most ``sqrt(3) s``), and the joint
+position limits of the rows with the profile's. Starts above a new cap come
+down to it, so at any width the bounds stay within the robot's.
+
+Only profiles whose plant has the bundle's arm joints run (the Franka ones for
+a Panda bundle). A UR5e has other kinematics and six joints: the policy's
+observation and the shield's rows mean nothing there, so deploy refuses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import mujoco
+import numpy as np
+import torch
+
+from safebot import constraints, kernels
+from safebot.config import SpecError
+from safebot.deploy.bundle import Bundle, BundleError, load_bundle
+from safebot.deploy.client import DeployReport, run_loop
+from safebot.deploy.profiles import ControllerProfile, load_profile
+from safebot.deploy.protocol import FloatArray, RobotState
+from safebot.deploy.rt import enter_realtime
+from safebot.envelope import Envelope, Limit
+from safebot.envs import make_task_env
+from safebot.resources import resolve
+
+#: a per-axis end-effector bound ``s`` allows speeds up to ``sqrt(3) s`` (the box's corner)
+EE_AXIS_TO_NORM = float(np.sqrt(3.0))
+#: a held command older than this many policy periods is replaced by a stop (the worker stalled)
+STALE_PERIODS = 2.0
+#: SCHED_FIFO priority of the policy worker under ``realtime``: below the loop's and the stub's
+WORKER_PRIORITY = 30
+
+
+class DeployError(ValueError):
+    """The bundle cannot run on this controller, or a deploy option is invalid; one line."""
+
+
+# ----------------------------------------------------------------------------- limits
+
+
+def intersect_envelope(envelope: Envelope, profile: ControllerProfile) -> Envelope:
+    """The envelope with its caps (and starts) no looser than the controller's published limits.
+
+    * ``joint_velocity``: ``cap = min(cap, profile velocity)`` per joint; added at the
+      profile's limits (start = cap) when the envelope has none.
+    * ``ee_speed``: ``cap = min(cap, translation_velocity / sqrt(3))`` per axis, where the
+      profile publishes a Cartesian translation limit.
+    * ``start = min(start, cap)``; other limits and the widths are kept.
+    """
+    limits = dict(envelope.limits)
+    width = envelope.width
+    vel = np.asarray(profile.limits.joint.velocity, dtype=np.float64)
+    jv = limits.get("joint_velocity")
+    if jv is None:
+        limits["joint_velocity"] = Limit.make("joint_velocity", vel, vel)
+        width["joint_velocity"] = 1.0
+    else:
+        limits["joint_velocity"] = _tighten(jv, vel)
+    v_trans = profile.limits.cartesian.translation_velocity
+    ee = limits.get("ee_speed")
+    if ee is not None and v_trans is not None:
+        limits["ee_speed"] = _tighten(ee, np.full(ee.cap.shape, v_trans / EE_AXIS_TO_NORM))
+    return Envelope(
+        limits, width, joint_gain=envelope.joint_gain, barrier_gain=envelope.barrier_gain
+    )
+
+
+def _tighten(lim: Limit, bound: FloatArray) -> Limit:
+    """An upward-loosening limit with ``cap <= bound`` and ``start <= cap``."""
+    if lim.cap.shape != bound.shape and lim.cap.size != 1:
+        raise DeployError(
+            f"limit {lim.kind!r} has {lim.cap.size} values, the controller {bound.size}"
+        )
+    cap = np.minimum(lim.cap, bound)
+    return Limit.make(lim.kind, np.minimum(lim.start, cap), cap, lim.loosen[0])
+
+
+def intersect_joint_limits(
+    q_low: FloatArray, q_high: FloatArray, profile: ControllerProfile
+) -> tuple[FloatArray, FloatArray]:
+    """Joint position limits inside both the model's and the controller's."""
+    j = profile.limits.joint
+    return (
+        np.maximum(q_low, np.asarray(j.position_min, dtype=np.float64)),
+        np.minimum(q_high, np.asarray(j.position_max, dtype=np.float64)),
+    )
+
+
+def check_compatible(bundle: Bundle, profile: ControllerProfile) -> None:
+    """Refuse a controller whose arm is not the one the policy was trained on."""
+    joints = tuple(profile.plant.joints)
+    if joints != bundle.shield.joints:
+        raise DeployError(
+            f"controller {profile.name} drives a {profile.robot} ({profile.dof} joints); the bundle's "
+            f"policy was trained on a Franka Panda ({len(bundle.shield.joints)} joints) and has no "
+            "joint-space fallback: use a Franka profile (franka_fr3, franka_panda)"
+        )
+    if bundle.spec.task.kind != "reach":
+        raise DeployError(
+            f"deploy runs reach tasks; this bundle is a {bundle.spec.task.kind!r} task, whose "
+            "objects (block, plate) the stub's plant does not have"
+        )
+    if profile.interface != "joint_velocity":
+        raise DeployError(f"controller {profile.name} has interface {profile.interface!r}")
+
+
+def parse_goal(text: str) -> FloatArray:
+    """``"x,y,z"`` (m) -> array."""
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) != 3 or not all(np.isfinite(vals)):
+        raise DeployError(f"--goal must be three numbers x,y,z in metres, got {text!r}")
+    return np.asarray(vals, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- the shielded policy
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One policy tick's result (what the worker sends back).
+
+    Attributes:
+        qd: the shielded joint-velocity command (rad/s).
+        status: the projection's status code (``kernels.STATUS_NAMES``); not ok -> ``qd = 0``.
+        intervened: the shield changed the action (or stopped).
+        active: bit mask over ``constraints.ROW_KINDS`` of the limit kinds that bind.
+        observe_us, shield_us: time for observation + inference, and for rows + projection.
+        fk_error: |MuJoCo end effector at the stub's q - the stub's own end effector| (m).
+    """
+
+    qd: FloatArray
+    status: int
+    intervened: bool
+    active: int
+    observe_us: float
+    shield_us: float
+    fk_error: float
+
+    _HEAD = 7  # seq, status, intervened, active, observe_us, shield_us, fk_error
+
+    def encode(self, seq: int) -> bytes:
+        head = [seq, self.status, self.intervened, self.active, self.observe_us, self.shield_us]
+        return np.array([*head, self.fk_error, *self.qd], dtype=np.float64).tobytes()
+
+    @classmethod
+    def decode(cls, data: bytes) -> tuple[int, Tick]:
+        x = np.frombuffer(data, dtype=np.float64)
+        tick = cls(
+            qd=x[cls._HEAD :].copy(),
+            status=int(x[1]),
+            intervened=bool(x[2]),
+            active=int(x[3]),
+            observe_us=float(x[4]),
+            shield_us=float(x[5]),
+            fk_error=float(x[6]),
+        )
+        return int(x[0]), tick
+
+
+class ShieldedPolicy:
+    """The bundle's policy and shield on a MuJoCo model of the arm: ``(q, dq) -> qd``.
+
+    Args:
+        bundle: a loaded bundle of a Panda reach task.
+        profile: the controller profile; the shield's caps are intersected with it.
+        goal: the reach goal (m); default: the task's first goal (``reset(seed=0)``).
+            Must lie in the task's goal region and outside the keep-out boxes.
+        torch_threads: intra-op threads for the policy (1: lowest latency on a small MLP).
+
+    Raises:
+        DeployError: the bundle does not fit the profile, or a bad goal.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        profile: ControllerProfile,
+        *,
+        goal: FloatArray | None = None,
+        torch_threads: int = 1,
+    ) -> None:
+        from safebot.shield import SafebotArmView
+
+        check_compatible(bundle, profile)
+        torch.set_num_threads(torch_threads)
+        self.bundle = bundle
+        self.profile = profile
+        shield = bundle.shield
+        # the task env is a kinematic model here: it is never stepped
+        self.env = env = make_task_env(bundle.spec_for_kinematics())
+        if env.action_mode != shield.action_mode:
+            raise DeployError(
+                f"bundle action mode {shield.action_mode!r} differs from its task's {env.action_mode!r}"
+            )
+        self.view = SafebotArmView(env)
+        self.scale = np.asarray(shield.action_scale, dtype=np.float64)
+        if self.view.scale.shape != self.scale.shape:
+            raise DeployError(
+                f"bundle action scale has {self.scale.size} entries, the task's actions {self.view.scale.size}"
+            )
+        self.w = 1.0 / self.scale**2  # project in normalised-action units, as the Shield does
+        self.zero = np.zeros_like(self.scale)
+        self.bundle_envelope = shield.envelope()
+        self.envelope = intersect_envelope(self.bundle_envelope, profile)
+        self.bounds = self.envelope.bounds()
+        self.q_low, self.q_high = intersect_joint_limits(env.q_low, env.q_high, profile)
+        self.widths = np.array([shield.width[k] for k in shield.limits], dtype=np.float64)
+        self.module = bundle.load_module()
+        self._x = torch.zeros((1, bundle.policy.input_size), dtype=torch.float32)
+
+        phys = env.physics
+        self._m, self._d = env.model, env.data
+        self._qadr, self._dadr = phys.qpos_adr, phys.dof_adr
+        self._site = phys.ee_site_id
+        self._jac = np.zeros((3, self._m.nv))
+        self.home = np.asarray(profile.plant.home, dtype=np.float64)
+        self.boxes = [(c.copy(), h.copy()) for c, h in env.keepout_boxes()]
+        self.threshold = float(bundle.spec.goal.threshold)
+        if goal is None:
+            env.reset(seed=0)
+            goal = env.goal
+        self.goal = self._check_goal(np.asarray(goal, dtype=np.float64))
+        # no contacts in the model (the shield reads none: the plant's are not known here)
+        mujoco.mj_resetData(self._m, self._d)
+        self._set_joints(self.home, np.zeros_like(self.home))
+        self._check_layout()
+        self.warmup()
+
+    def _check_goal(self, goal: FloatArray) -> FloatArray:
+        g = self.bundle.spec.goal
+        lo, hi = np.asarray(g.low, dtype=np.float64), np.asarray(g.high, dtype=np.float64)
+        if goal.shape != (3,) or not np.all(np.isfinite(goal)):
+            raise DeployError(f"the goal must be three finite numbers, got {goal.tolist()}")
+        if np.any(goal < lo - 1e-9) or np.any(goal > hi + 1e-9):
+            raise DeployError(
+                f"goal {goal.tolist()} is outside the task's goal region {lo.tolist()} .. {hi.tolist()}"
+            )
+        ko = self.bundle.spec.limits.keepout
+        margin = ko.start if ko is not None else 0.0
+        for c, h in self.boxes:
+            if np.all(np.abs(goal - c) <= h + margin):
+                raise DeployError(
+                    f"goal {goal.tolist()} lies within {margin} m of the keep-out box at {c.tolist()}"
+                )
+        return goal
+
+    def _check_layout(self) -> None:
+        """The observation built here has the sizes and segments the policy expects."""
+        info = self.bundle.policy
+        sizes = dict(info.inputs)
+        n = len(self._qadr)
+        obs_n = 2 * n + 6 + (len(self.widths) if self.bundle.shield.observe_width else 0)
+        expect = {"achieved_goal": 3, "desired_goal": 3, "observation": obs_n}
+        if sizes != expect:
+            raise DeployError(f"the policy's inputs {sizes} are not the reach observation {expect}")
+        names = [k for k, _ in info.observation_layout]
+        if names and names[:4] != ["q", "dq", "ee_pos", "ee_vel"]:
+            raise DeployError(f"unexpected observation layout {names} in policy.json")
+
+    def _set_joints(self, q: FloatArray, dq: FloatArray) -> None:
+        """Kinematics (poses, Jacobians) of the model at ``q``: no collision, no dynamics."""
+        m, d = self._m, self._d
+        d.qpos[self._qadr] = q
+        d.qvel[:] = 0.0
+        d.qvel[self._dadr] = dq
+        mujoco.mj_kinematics(m, d)
+        mujoco.mj_comPos(m, d)
+
+    def observation(self, q: FloatArray, dq: FloatArray) -> dict[str, FloatArray]:
+        """The task observation at ``(q, dq)``; leaves the model in that state for :meth:`project`."""
+        self._set_joints(q, dq)
+        d = self._d
+        ee = d.site_xpos[self._site].copy()
+        mujoco.mj_jacSite(self._m, d, self._jac, None, self._site)
+        ee_vel = self._jac[:, self._dadr] @ dq
+        parts = [q, dq, ee, ee_vel]
+        if self.bundle.shield.observe_width:
+            parts.append(self.widths)
+        return {
+            "observation": np.concatenate(parts),
+            "achieved_goal": ee,
+            "desired_goal": self.goal.copy(),
+        }
+
+    def act(self, obs: dict[str, FloatArray]) -> FloatArray:
+        """The TorchScript policy's action for a Dict observation (float64)."""
+        x = self._x
+        x.numpy()[0] = self.bundle.policy.flatten(obs)[0]
+        with torch.inference_mode():
+            return np.asarray(self.module(x).numpy()[0], dtype=np.float64)
+
+    def project(self, u_raw: FloatArray) -> tuple[FloatArray, int, bool, int]:
+        """Shield a physical action at the model's current state.
+
+        Returns:
+            ``(qd, status, intervened, active_mask)``; a failed projection (non-finite
+            action, infeasible rows) gives the safe stop ``qd = 0``.
+        """
+        st = replace(self.view.state(), q_low=self.q_low, q_high=self.q_high)
+        rows = constraints.build(st, self.envelope, self.scale, self.bounds)
+        u, active, status = kernels.project(u_raw, rows.A, rows.b, self.w, self.zero)
+        ok = status == kernels.STATUS_OK
+        if not ok:
+            u = self.zero  # the safe stop (design rule 2)
+        intervened = not ok or bool(np.any(np.abs(u - u_raw) > 1e-9 * self.scale))
+        mask = 0
+        for code in rows.kind[active]:
+            mask |= 1 << int(code)
+        assert st.qd_map is not None
+        M, c = st.qd_map
+        return np.asarray(M @ u + c, dtype=np.float64), int(status), intervened, mask
+
+    def tick(self, q: FloatArray, dq: FloatArray, ee_pos: FloatArray | None = None) -> Tick:
+        """One policy tick: observe, act, shield."""
+        t0 = time.perf_counter_ns()
+        obs = self.observation(q, dq)
+        # non-finite actions pass on: the projection turns them into the safe stop
+        u_raw = np.clip(self.act(obs), -1.0, 1.0) * self.scale
+        t1 = time.perf_counter_ns()
+        qd, status, intervened, mask = self.project(u_raw)
+        t2 = time.perf_counter_ns()
+        fk = 0.0 if ee_pos is None else float(np.linalg.norm(obs["achieved_goal"] - ee_pos))
+        return Tick(qd, status, intervened, mask, (t1 - t0) / 1e3, (t2 - t1) / 1e3, fk)
+
+    def warmup(self, n: int = 20) -> None:
+        """Compile / warm TorchScript, numba and MuJoCo before the real-time loop."""
+        zero = np.zeros_like(self.home)
+        for _ in range(n):
+            self.tick(self.home, zero)
+
+    def describe(self) -> dict[str, Any]:
+        """What is fixed for the run: goal, bounds after the intersection, obstacles."""
+        b_bundle, b = self.bundle_envelope.bounds(), self.bounds
+        return {
+            "goal": self.goal.tolist(),
+            "goal_threshold_m": self.threshold,
+            "algo": self.bundle.policy.algo,
+            "rate_hz": self.bundle.shield.control_hz,
+            "width": self.bundle.shield.width,
+            "joint_velocity_bound": _list(b.joint_velocity),
+            "joint_velocity_bound_bundle": _list(b_bundle.joint_velocity),
+            "ee_speed_bound": _list(b.ee_speed),
+            "ee_speed_bound_bundle": _list(b_bundle.ee_speed),
+            "q_low": self.q_low.tolist(),
+            "q_high": self.q_high.tolist(),
+            "keepout_boxes": [[*c.tolist(), *h.tolist()] for c, h in self.boxes],
+        }
+
+
+def _list(x: FloatArray | None) -> list[float] | None:
+    return None if x is None else [round(float(v), 6) for v in x]
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# ----------------------------------------------------------------------------- the worker
+
+
+_USER_ERRORS = {"DeployError": DeployError, "BundleError": BundleError, "SpecError": SpecError}
+
+
+def _worker_main(
+    conn: Connection, bundle: str, controller: str, goal: list[float] | None, realtime: bool
+) -> None:
+    """The policy worker: requests ``[seq, q, dq, ee_pos]`` -> :meth:`Tick.encode` replies.
+
+    An empty request ends it; an error is sent as ``b"E" + message``.
+    """
+    try:
+        policy = ShieldedPolicy(
+            load_bundle(bundle),
+            load_profile(controller),
+            goal=None if goal is None else np.asarray(goal, dtype=np.float64),
+        )
+    except Exception as err:
+        conn.send(("error", type(err).__name__, _one_line(err)))
+        conn.close()
+        return
+    restore = enter_realtime(WORKER_PRIORITY) if realtime else None
+    conn.send(("ready", policy.describe(), restore is not None))
+    n = len(policy.home)
+    try:
+        while True:
+            try:
+                data = conn.recv_bytes()
+            except EOFError:
+                break
+            if not data:
+                break
+            x = np.frombuffer(data, dtype=np.float64)
+            q, dq, ee = x[1 : 1 + n], x[1 + n : 1 + 2 * n], x[1 + 2 * n : 4 + 2 * n]
+            conn.send_bytes(policy.tick(q, dq, ee).encode(int(x[0])))
+    except Exception as err:  # tell the loop, which stops the robot
+        try:
+            conn.send_bytes(b"E" + f"{type(err).__name__}: {_one_line(err)}".encode())
+        except OSError:
+            pass
+    finally:
+        if restore is not None:
+            restore()
+        conn.close()
+
+
+class PolicyWorkerError(RuntimeError):
+    """The policy worker failed or exited during the run (the loop stops the robot)."""
+
+
+class PolicyWorker:
+    """A :class:`ShieldedPolicy` in a spawned process; a context manager that always ends it.
+
+    Args:
+        bundle: bundle directory (verified again in the worker).
+        controller: profile path.
+        goal: reach goal (m) or ``None`` for the task's first goal.
+        realtime: SCHED_FIFO (priority :data:`WORKER_PRIORITY`) for the worker where permitted.
+
+    Raises:
+        DeployError: the worker could not build the policy (bad goal, incompatible bundle, ...)
+            or did not start within ``start_timeout_s``.
+    """
+
+    def __init__(
+        self,
+        bundle: str | Path,
+        controller: str | Path,
+        *,
+        goal: FloatArray | None = None,
+        realtime: bool = False,
+        start_timeout_s: float = 120.0,
+    ) -> None:
+        ctx = mp.get_context("spawn")  # no fork after torch / numba threads exist
+        self.conn, child = ctx.Pipe(duplex=True)
+        g = None if goal is None else [float(v) for v in goal]
+        self.proc = ctx.Process(
+            target=_worker_main,
+            args=(child, str(bundle), str(controller), g, realtime),
+            name="safebot-policy",
+            daemon=True,
+        )
+        self.proc.start()
+        child.close()
+        try:
+            if not self.conn.poll(start_timeout_s):
+                raise DeployError(f"the policy worker did not start within {start_timeout_s:g} s")
+            try:
+                msg = self.conn.recv()
+            except EOFError:
+                self.proc.join(5)
+                raise DeployError(
+                    f"the policy worker exited during start-up (exit code {self.proc.exitcode})"
+                ) from None
+            if msg[0] == "error":
+                cls = _USER_ERRORS.get(msg[1])
+                if cls is None:
+                    raise DeployError(f"the policy worker failed to start: {msg[1]}: {msg[2]}")
+                raise cls(msg[2])
+        except BaseException:
+            self.close()
+            raise
+        self.info: dict[str, Any] = msg[1]
+        self.realtime: bool = msg[2]
+
+    def request(self, seq: int, q: FloatArray, dq: FloatArray, ee_pos: FloatArray) -> None:
+        try:
+            self.conn.send_bytes(np.concatenate(([float(seq)], q, dq, ee_pos)).tobytes())
+        except OSError as err:
+            raise PolicyWorkerError(f"policy worker gone ({type(err).__name__})") from None
+
+    def ready(self) -> bool:
+        """A reply (or the worker's end) is waiting."""
+        return self.conn.poll()
+
+    def receive(self) -> tuple[int, Tick]:
+        try:
+            data = self.conn.recv_bytes()
+        except (EOFError, OSError):
+            raise PolicyWorkerError(
+                f"policy worker exited (exit code {self.proc.exitcode})"
+            ) from None
+        if data[:1] == b"E":
+            raise PolicyWorkerError(f"policy worker failed: {data[1:].decode(errors='replace')}")
+        return Tick.decode(data)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        try:
+            self.conn.send_bytes(b"")
+        except OSError:
+            pass
+        self.conn.close()
+        self.proc.join(timeout_s)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout_s)
+
+    def __enter__(self) -> PolicyWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------- the loop side
+
+
+@dataclass
+class _Stats:
+    requests: int = 0
+    ticks: int = 0
+    late_ticks: int = 0
+    stale_stops: int = 0
+    interventions: int = 0
+    status: dict[str, int] = field(default_factory=dict)
+    active: dict[str, int] = field(default_factory=dict)
+    latency_us: list[float] = field(default_factory=list)
+    observe_us: list[float] = field(default_factory=list)
+    shield_us: list[float] = field(default_factory=list)
+    fk_error: float = 0.0
+
+
+def _percentiles(xs: list[float]) -> dict[str, float]:
+    if not xs:
+        return {}
+    a = np.asarray(xs)
+    p50, p99 = np.percentile(a, [50, 99])
+    return {
+        "p50": round(float(p50), 1),
+        "p99": round(float(p99), 1),
+        "max": round(float(a.max()), 1),
+    }
+
+
+class BundlePolicy:
+    """``policy(state) -> qd`` for :func:`run_loop`: holds the worker's latest command.
+
+    Each call costs a poll of the worker's pipe, plus a send on a policy tick and
+    a receive when an answer is in; the policy and shield run in the worker.
+
+    Args:
+        worker: a started :class:`PolicyWorker`.
+        control_hz: the policy's rate (ticks on the controller's clock, ``state.t_ns``).
+        dof: joints.
+    """
+
+    def __init__(self, worker: PolicyWorker, *, control_hz: float, dof: int) -> None:
+        self.worker = worker
+        info = worker.info
+        self.goal = np.asarray(info["goal"], dtype=np.float64)
+        self.threshold = float(info["goal_threshold_m"])
+        self.period_ns = round(1e9 / control_hz)
+        self.stale_ns = round(STALE_PERIODS * self.period_ns)
+        self.zero = np.zeros(dof)
+        self.qd = self.zero
+        self._seq = 0
+        self._pending: tuple[int, int] | None = None  # (seq, t_ns of the state it answers)
+        self._next_tick: int | None = None
+        self._applied_ns: int | None = None
+        self.stats = _Stats()
+        self.last_state: RobotState | None = None
+        self.final_distance: float | None = None
+
+    def __call__(self, state: RobotState) -> FloatArray:
+        self.last_state = state
+        now = state.t_ns
+        if self._pending is not None and self.worker.ready():
+            seq, tick = self.worker.receive()
+            if seq == self._pending[0]:
+                self.qd = tick.qd
+                self._applied_ns = now
+                self._record(tick, now - self._pending[1])
+                self._pending = None
+        if self._next_tick is None or now >= self._next_tick:
+            if self._pending is None:
+                self._seq += 1
+                self.worker.request(self._seq, state.q, state.dq, state.ee_pos)
+                self._pending = (self._seq, now)
+                self.stats.requests += 1
+            else:
+                self.stats.late_ticks += 1  # the worker is still on the last tick: skip this one
+            nxt = (self._next_tick or now) + self.period_ns
+            # far behind (a stall): restart the schedule instead of bursting ticks
+            self._next_tick = nxt if nxt > now else now + self.period_ns
+        if self._applied_ns is not None and now - self._applied_ns > self.stale_ns:
+            if self.qd is not self.zero:
+                self.qd = self.zero
+                self.stats.stale_stops += 1
+        return self.qd
+
+    def _record(self, tick: Tick, latency_ns: int) -> None:
+        s = self.stats
+        s.ticks += 1
+        name = kernels.STATUS_NAMES[tick.status]
+        s.status[name] = s.status.get(name, 0) + 1
+        s.interventions += tick.intervened
+        for code, kind in enumerate(constraints.ROW_KINDS):
+            if tick.active >> code & 1:
+                s.active[kind] = s.active.get(kind, 0) + 1
+        s.latency_us.append(latency_ns / 1e3)
+        s.observe_us.append(tick.observe_us)
+        s.shield_us.append(tick.shield_us)
+        s.fk_error = max(s.fk_error, tick.fk_error)
+
+    def distance(self, state: RobotState) -> float:
+        """End effector (the stub's plant) to goal (m)."""
+        return float(np.linalg.norm(state.ee_pos - self.goal))
+
+    def success(self, state: RobotState) -> bool:
+        """The task's success test on the plant: the end effector within the goal threshold."""
+        self.final_distance = self.distance(state)
+        return self.final_distance < self.threshold
+
+    def summary(self) -> dict[str, Any]:
+        s = self.stats
+        info = dict(self.worker.info)
+        final = self.final_distance
+        if final is None and self.last_state is not None:
+            final = self.distance(self.last_state)
+        return {
+            "goal": info.pop("goal"),
+            "goal_threshold_m": info.pop("goal_threshold_m"),
+            "final_distance_m": final,
+            "policy": {
+                "algo": info.pop("algo"),
+                "rate_hz": info.pop("rate_hz"),
+                "requests": s.requests,
+                "ticks": s.ticks,
+                "late_ticks": s.late_ticks,
+                "stale_stops": s.stale_stops,
+                "latency_us": _percentiles(s.latency_us),
+                "observe_infer_us": _percentiles(s.observe_us),
+                "shield_us": _percentiles(s.shield_us),
+                "worker_realtime": self.worker.realtime,
+            },
+            "shield": {
+                "interventions": s.interventions,
+                "intervention_rate": round(s.interventions / max(s.ticks, 1), 4),
+                "status": s.status,
+                "active": s.active,
+                **info,
+            },
+            "kinematics_max_error_m": s.fk_error,
+        }
+
+
+# ----------------------------------------------------------------------------- deploy
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to stderr for a while (C-level prints included)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@dataclass
+class DeployResult:
+    """The client's report plus what the bundle glue adds (``deploy``)."""
+
+    report: DeployReport
+    deploy: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        return self.report.exit_code
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.report.to_dict(), "deploy": self.deploy}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+def deploy(
+    bundle: str | Path,
+    controller: str | Path,
+    *,
+    seconds: float = 10.0,
+    goal: FloatArray | None = None,
+    realtime: bool = False,
+    obstacles: bool = True,
+) -> DeployResult:
+    """Run a bundle against a stub of ``controller`` that it spawns (see the module docstring).
+
+    Args:
+        bundle: bundle directory (verified on load).
+        controller: profile path or shipped name.
+        seconds: how long the policy runs before the client's stop ramp.
+        goal: reach goal (m); default: the task's first goal.
+        realtime: SCHED_FIFO for loop, worker and stub where permitted.
+        obstacles: put the task's keep-out boxes into the stub's plant.
+
+    Raises:
+        BundleError: the bundle is missing, tampered or corrupt.
+        SpecError: the controller profile is missing or invalid.
+        DeployError: the bundle cannot run on this controller, or a bad option.
+    """
+    from safebot.deploy.export import versions
+
+    if not (np.isfinite(seconds) and seconds > 0):
+        raise DeployError(f"--seconds must be positive, got {seconds}")
+    b = load_bundle(bundle)
+    profile = load_profile(controller)
+    check_compatible(b, profile)  # before anything starts
+    path = resolve("controllers", controller)
+    with _stdout_to_stderr():  # pybullet prints a banner on import; stdout carries the report
+        from safebot.deploy.stubs.plant import Box
+        from safebot.deploy.stubs.server import StubProcess
+    with PolicyWorker(b.root, path, goal=goal, realtime=realtime) as worker:
+        policy = BundlePolicy(worker, control_hz=b.shield.control_hz, dof=profile.dof)
+        boxes = [Box.parse(",".join(map(str, x))) for x in worker.info["keepout_boxes"]]
+        boxes = boxes if obstacles else []
+        with StubProcess(str(path), obstacles=boxes, realtime=realtime) as stub:
+            gc.collect()
+            enabled = gc.isenabled()
+            gc.disable()  # no collector pauses inside the control loop
+            try:
+                report = run_loop(
+                    profile,
+                    policy,
+                    seconds,
+                    port=stub.port,
+                    success_fn=policy.success,
+                    realtime=realtime,
+                )
+            finally:
+                if enabled:
+                    gc.enable()
+            stub_stats = stub.terminate()
+    runtime = versions()
+    extra = {
+        "bundle": {"path": str(b.root), "hash": b.digest},
+        **policy.summary(),
+        "stub_obstacles": [[*x.center, *x.half_extents] for x in boxes],
+        "stub": stub_stats,
+        "versions": {
+            "bundle": b.versions,
+            "runtime": runtime,
+            "differ": sorted(k for k, v in runtime.items() if b.versions.get(k) not in (None, v)),
+        },
+    }
+    return DeployResult(report, extra)
+
+
+__all__ = [
+    "EE_AXIS_TO_NORM",
+    "STALE_PERIODS",
+    "BundlePolicy",
+    "DeployError",
+    "DeployResult",
+    "PolicyWorker",
+    "PolicyWorkerError",
+    "ShieldedPolicy",
+    "Tick",
+    "check_compatible",
+    "deploy",
+    "intersect_envelope",
+    "intersect_joint_limits",
+    "parse_goal",
+]
