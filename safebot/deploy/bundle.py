@@ -34,6 +34,7 @@ import re
 import shutil
 import tempfile
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -249,7 +250,11 @@ class Bundle:
 
         path = self.root / POLICY_FILE
         try:
-            module = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch 2.13 deprecates torch.jit (see export.py)
+                warnings.filterwarnings(
+                    "ignore", category=DeprecationWarning, message=".*torch.jit"
+                )
+                module = torch.jit.load(str(path), map_location="cpu")
         except Exception as err:  # torch raises RuntimeError and friends for a bad archive
             raise BundleError(
                 f"{path}: not a loadable TorchScript archive: {type(err).__name__}: {_first_line(err)}"

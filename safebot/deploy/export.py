@@ -21,8 +21,11 @@ copied in. See :mod:`safebot.deploy.bundle` for the layout.
 """
 
 # no `from __future__ import annotations`: TorchScript reads the class annotations below
+import contextlib
 import platform
 import tempfile
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -235,6 +238,15 @@ def versions() -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def _no_jit_deprecation() -> Iterator[None]:
+    # torch 2.13 (used here) marks torch.jit deprecated in favour of torch.export; TorchScript is
+    # still what a C++ (libtorch) controller loads without Python, so bundles keep it
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit")
+        yield
+
+
 def export_run(run_dir: str | Path, out: str | Path, *, force: bool = False) -> ExportResult:
     """Export a run directory to a bundle at ``out`` (see the module docstring).
 
@@ -252,7 +264,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, force: bool = False) -> 
     _, model = load_policy(run_dir)
     module, info = policy_module(model)
     try:
-        scripted = torch.jit.script(module)
+        with _no_jit_deprecation():
+            scripted = torch.jit.script(module)
     except Exception as err:
         raise ExportError(f"TorchScript compilation failed: {type(err).__name__}: {err}") from None
     err_max = compare_with_sb3(model, scripted, info)
@@ -265,7 +278,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, force: bool = False) -> 
     config_toml = (run_dir / CONFIG_FILE).read_text(encoding="utf-8")
     with tempfile.TemporaryDirectory() as tmp:
         pt = Path(tmp) / "policy.pt"
-        torch.jit.save(scripted, str(pt))
+        with _no_jit_deprecation():
+            torch.jit.save(scripted, str(pt))
         write_bundle(
             out,
             policy_pt=pt,
