@@ -172,6 +172,9 @@ class TrainSection(Frozen):
     n_epochs: Annotated[int, Field(ge=1)] = 10
     # envelope and evaluation
     observe_width: bool = Field(True, description="append the width per limit to the observation")
+    correction_penalty: NonNegFloat = Field(
+        0.0, description="reward minus this times the shield's correction (normalised units)"
+    )
     eval_every: Annotated[int, Field(ge=1)] = Field(
         2_000, description="training steps between evaluations"
     )

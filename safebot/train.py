@@ -190,10 +190,12 @@ def make_env(
 def _env_factory(
     spec: TaskSpec, width: Any, shielded: bool, penalty: float | None, seed: int
 ) -> Callable[[], Any]:
+    correction = spec.train.correction_penalty if shielded else 0.0
+
     def init() -> Any:
         env: Any = make_env(spec, width=width, shielded=shielded)
-        if penalty is not None:
-            env = PenaltyWrapper(env, penalty)
+        if penalty is not None or correction > 0:
+            env = ShapedReward(env, cost_penalty=penalty or 0.0, correction_penalty=correction)
         env = Monitor(env, info_keywords=("is_success",))
         env.reset(seed=seed)
         return env
@@ -201,25 +203,41 @@ def _env_factory(
     return init
 
 
-class PenaltyWrapper(gym.Wrapper[Any, Any, Any, Any]):
-    """``r - penalty * info['cost']``: the fixed-penalty baseline (unshielded).
+class ShapedReward(gym.Wrapper[Any, Any, Any, Any]):
+    """``r - cost_penalty * info['cost'] - correction_penalty * info['shield/correction']``.
 
-    ``compute_reward`` subtracts the same penalty so HER's relabelled rewards keep it.
+    ``cost_penalty`` is the fixed-penalty baseline (a constant Lagrange multiplier).
+    ``correction_penalty`` teaches the policy where the envelope is: without it a
+    policy may push far outside the envelope and let the projection scale it
+    back, so many raw actions map to one executed action and learning slows.
+    ``compute_reward`` applies the same terms so HER's relabelled rewards keep them.
     """
 
-    def __init__(self, env: gym.Env[Any, Any], penalty: float) -> None:
+    def __init__(
+        self, env: gym.Env[Any, Any], *, cost_penalty: float = 0.0, correction_penalty: float = 0.0
+    ) -> None:
         super().__init__(env)
-        self.penalty = penalty
+        self.cost_penalty = cost_penalty
+        self.correction_penalty = correction_penalty
+
+    def _shaping(self, info: Any) -> Any:
+        def one(i: dict[str, Any]) -> float:
+            corr = float(i.get("shield/correction", 0.0))
+            return self.cost_penalty * float(i["cost"]) + self.correction_penalty * (
+                corr if np.isfinite(corr) else 0.0
+            )
+
+        if isinstance(info, dict):
+            return one(info)
+        return np.array([one(i) for i in info])
 
     def step(self, action: Any) -> Any:
         obs, r, term, trunc, info = self.env.step(action)
-        return obs, r - self.penalty * info["cost"], term, trunc, info
+        return obs, float(r) - self._shaping(info), term, trunc, info
 
     def compute_reward(self, achieved: Any, desired: Any, info: Any) -> Any:
         r = self.env.unwrapped.compute_reward(achieved, desired, info)  # type: ignore[attr-defined]
-        if isinstance(info, dict):
-            return r - self.penalty * info["cost"]
-        return r - self.penalty * np.array([i["cost"] for i in info])
+        return r - self._shaping(info)
 
 
 def make_vec_env(
@@ -570,7 +588,7 @@ class RunResult:
     wall_s: float
 
 
-def _make_model(spec: TaskSpec, vec: Any, run_dir: Path) -> Any:
+def _make_model(spec: TaskSpec, vec: Any, run_dir: Path, *, shaped: bool = False) -> Any:
     t = spec.train
     common: dict[str, Any] = {
         "policy": "MultiInputPolicy",
@@ -596,6 +614,8 @@ def _make_model(spec: TaskSpec, vec: Any, run_dir: Path) -> Any:
             kwargs["replay_buffer_kwargs"] = {
                 "n_sampled_goal": t.her_goals,
                 "goal_selection_strategy": "future",
+                # reward shaping reads info (cost, shield correction): HER must keep it for relabelling
+                "copy_info_dict": shaped,
             }
         return SAC(**common, **kwargs)
     n_steps = t.n_steps
@@ -710,7 +730,8 @@ def train(
     else:
         if metrics.exists():
             metrics.unlink()
-        model = _make_model(spec, vec, run_dir)
+        shaped = penalty is not None or (shielded and spec.train.correction_penalty > 0)
+        model = _make_model(spec, vec, run_dir, shaped=shaped)
         reset = True
         write_config(
             run_dir,
@@ -781,7 +802,9 @@ def load_policy(run_dir: str | Path) -> tuple[TaskSpec, Any]:
     try:
         model = cls.load(path, env=env, device="cpu")
     except Exception as err:
-        raise RunError(f"model {path} is corrupt or unreadable: {type(err).__name__}: {err}") from None
+        raise RunError(
+            f"model {path} is corrupt or unreadable: {type(err).__name__}: {err}"
+        ) from None
     return spec, model
 
 
