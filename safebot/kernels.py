@@ -60,38 +60,42 @@ STATUS_OK = 0
 STATUS_INFEASIBLE = 1
 """No ``u`` satisfies ``A u <= b``; the safe command is returned."""
 STATUS_NONFINITE = 2
-"""An input was NaN/inf (or a weight was <= 0); the safe command is returned."""
+"""An input was NaN/inf, a weight was <= 0, or the data overflow float64 (``|A_jk a_k|
+> 1e308``); the safe command is returned."""
 STATUS_MAXITER = 3
 """The iteration guard fired (should not happen; a bug report); safe command returned."""
 
 STATUS_NAMES: tuple[str, ...] = ("ok", "infeasible", "nonfinite", "maxiter")
 """Human-readable names, indexed by status code."""
 
-# Feasibility tolerance, relative. Row j counts as violated at u = z / sqrt(w) when
-#     A_j u − b_j > _FEAS_TOL · (|b_j| + ‖z‖∞ · Σ_k |A_jk| / sqrt(w_k)),
-# i.e. relative to the row's own magnitude and to the rounding scale of z (the
-# iterations move z isotropically): far above float64 rounding in a 12-term dot
-# product (~1e-15) and far below the 1e-9 the shield promises, and invariant to
-# scaling a, A, b or a single row by anything from 1e-6 to 1e6.
+# Feasibility tolerance. Row j counts as violated at u = z / sqrt(w) when
+#     A_j u − b_j > _FEAS_TOL · (|b_j| + Σ_k |A_jk u_k|)
+#                   + _ROUND_TOL · L · Σ_k |A_jk| / sqrt(w_k),
+# with L the distance z has travelled from z0. The first term is relative to the
+# magnitudes in the row itself: far above the rounding of a 12-term dot product
+# (~1e-15), far below the 1e-9 the shield promises, and invariant to scaling a,
+# A, b or a single row by 1e-6..1e6. The second is the rounding the steps leave
+# in z (their directions come from orthogonal factors, so it spreads over all
+# components): without it a degenerate row that is satisfied exactly could look
+# violated by rounding and be added and dropped forever.
 _FEAS_TOL = 1e-12
+_ROUND_TOL = 64 * 2.220446049250313e-16
 # A new row whose unit normal has less than this component outside the span of
 # the active rows is linearly dependent on them: no primal step exists, only the
 # dual step that drops an active row (Goldfarb & Idnani 1983, step 2(c)).
 _DEP_TOL = 1e-11
-# Rows whose weighted 1-norm is this small relative to the largest row are zero
-# rows. Deliberately tiny: legitimate rows in one problem span ~1e12 (scales 1e-6
-# to 1e6) and every kept row is normalised, so a small row is handled exactly;
-# a rounding-level row (~1e-16 relative) is kept too, which is conservative (it
-# can only restrict u) rather than silently dropped.
-_ZERO_ROW_TOL = 1e-20
 # Problems per parallel chunk in project_batch.
 _CHUNK = 8
-# Let LLVM contract and reorder sums but keep IEEE NaN/inf semantics: the
-# kernel's own non-finite checks must not be optimised away.
-_FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
+# Fused multiply-adds only. Reassociation or reciprocal approximation ("reassoc",
+# "arcp") would undo the explicit scalings that keep rows near float64's limits
+# finite (x / big * inv must not become x * (inv / big)), and "nnan"/"ninf" would
+# delete the kernel's own non-finite checks. Every function also uses
+# error_model="numpy": IEEE division (no ZeroDivisionError, no check per
+# division), as the kernel must never raise on values.
+_FASTMATH = {"contract"}
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _all_finite_1d(x: np.ndarray) -> bool:
     for i in range(x.shape[0]):
         if not math.isfinite(x[i]):
@@ -99,7 +103,7 @@ def _all_finite_1d(x: np.ndarray) -> bool:
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _fill_safe(safe: np.ndarray, u_out: np.ndarray, act_out: np.ndarray) -> None:
     # A non-finite safe command would turn the fallback into NaN: use zeros then.
     ok = _all_finite_1d(safe)
@@ -108,7 +112,7 @@ def _fill_safe(safe: np.ndarray, u_out: np.ndarray, act_out: np.ndarray) -> None
     act_out[:] = False
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _zero_row(A: np.ndarray, j: int) -> bool:
     for k in range(A.shape[1]):
         if A[j, k] != 0.0:
@@ -116,7 +120,7 @@ def _zero_row(A: np.ndarray, j: int) -> bool:
     return True
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _givens(x: float, y: float) -> tuple[float, float, float]:
     """Return (c, s, h) with [c s; -s c] @ [x; y] = [h; 0]."""
     # Plain sqrt, not hypot (3x slower): the entries are coordinates of unit
@@ -127,7 +131,7 @@ def _givens(x: float, y: float) -> tuple[float, float, float]:
     return x / h, y / h, h
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _rotate_rows(M: np.ndarray, i: int, k: int, c: float, s: float, lo: int, hi: int) -> None:
     # Rows (i, k) of M, columns lo..hi-1, <- G @ rows with G = [c s; -s c].
     for col in range(lo, hi):
@@ -137,7 +141,7 @@ def _rotate_rows(M: np.ndarray, i: int, k: int, c: float, s: float, lo: int, hi:
         M[k, col] = -s * mi + c * mk
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _householder(JT: np.ndarray, dv: np.ndarray, q: int, ss: float) -> None:
     """Reflect rows q.. of JT so that dv[q:] (with ‖dv[q:]‖² = ss) becomes ∓‖·‖ e_q."""
     n = JT.shape[1]
@@ -159,7 +163,7 @@ def _householder(JT: np.ndarray, dv: np.ndarray, q: int, ss: float) -> None:
         dv[i] = 0.0
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _drop(
     pos: int,
     q: int,
@@ -189,38 +193,43 @@ def _drop(
     return q - 1
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _scan(A: np.ndarray, b: np.ndarray, u: np.ndarray, sl: np.ndarray) -> None:
-    """Slacks ``sl = b − A u`` of all rows."""
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+def _scan(A: np.ndarray, b: np.ndarray, u: np.ndarray, sl: np.ndarray, mg: np.ndarray) -> None:
+    """Slacks ``sl = b − A u`` and magnitudes ``mg = Σ_k |A_jk u_k|`` of all rows."""
     m, n = A.shape
     # Four rows at a time: four independent accumulator chains instead of one
     # latency-bound chain per 7-term dot product (~1.6x on the shield's rows).
     j = 0
-    while j + 4 <= m:
+    while j + 2 <= m:
         d0 = 0.0
         d1 = 0.0
-        d2 = 0.0
-        d3 = 0.0
+        g0 = 0.0
+        g1 = 0.0
         for k in range(n):
             uk = u[k]
-            d0 += A[j, k] * uk
-            d1 += A[j + 1, k] * uk
-            d2 += A[j + 2, k] * uk
-            d3 += A[j + 3, k] * uk
+            t0 = A[j, k] * uk
+            t1 = A[j + 1, k] * uk
+            d0 += t0
+            d1 += t1
+            g0 += abs(t0)
+            g1 += abs(t1)
         sl[j] = b[j] - d0
         sl[j + 1] = b[j + 1] - d1
-        sl[j + 2] = b[j + 2] - d2
-        sl[j + 3] = b[j + 3] - d3
-        j += 4
-    while j < m:
+        mg[j] = g0
+        mg[j + 1] = g1
+        j += 2
+    if j < m:
         d0 = 0.0
+        g0 = 0.0
         for k in range(n):
-            d0 += A[j, k] * u[k]
+            t0 = A[j, k] * u[k]
+            d0 += t0
+            g0 += abs(t0)
         sl[j] = b[j] - d0
-        j += 1
+        mg[j] = g0
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _solve_into(
     a: np.ndarray,
     A: np.ndarray,
@@ -261,6 +270,8 @@ def _solve_into(
     o += m
     ar = fwork[o : o + m]  # weighted 1-norms Σ_k |A_jk| / sqrt(w_k)
     o += m
+    mg = fwork[o : o + m]  # row magnitudes Σ_k |A_jk u_k|
+    o += m
     nw = fwork[o : o + m]  # weighted 2-norms, computed only for rows that enter
     o += m
     JT = fwork[o : o + n * n].reshape((n, n))  # rows: orthonormal basis (GI's J, transposed)
@@ -287,7 +298,9 @@ def _solve_into(
 
     # Fast path, exact arithmetic on the raw rows: most actions the shield sees are
     # already safe and must come back bit-for-bit. A NaN/inf entry of A shows up as
-    # a non-finite |dot| sum (a is finite), so this loop also screens A.
+    # a non-finite |dot| sum (a is finite), so this loop also screens A; so does
+    # a product beyond float64 range (|A_jk a_k| > 1e308), which no tolerance
+    # below could judge.
     feasible = True
     for j in range(m):
         dot = 0.0
@@ -297,13 +310,11 @@ def _solve_into(
             dot += t
             mag += abs(t)
         if not math.isfinite(mag):
-            for k in range(n):
-                if not math.isfinite(A[j, k]):
-                    _fill_safe(safe, u_out, act_out)
-                    return STATUS_NONFINITE
-            feasible = False  # finite data, overflowing product: the slow path copes
+            _fill_safe(safe, u_out, act_out)
+            return STATUS_NONFINITE
         slack = b[j] - dot
         sl[j] = slack
+        mg[j] = mag
         if slack < 0.0:
             feasible = False
         # Binding to rounding relative to the magnitudes in the row; a zero row
@@ -316,25 +327,20 @@ def _solve_into(
 
     # Change of variables z = sqrt(w) u turns the objective into ½‖z − z0‖² with
     # z0 = sqrt(w) a: the Hessian is I, so GI's Cholesky factor is trivial.
-    z0max = 0.0
     for i in range(n):
         sq = math.sqrt(w[i])
         rs[i] = 1.0 / sq
         x[i] = sq * a[i]
         u[i] = a[i]
-        z0max = max(z0max, abs(x[i]))
         for k in range(n):
             JT[i, k] = 1.0 if i == k else 0.0
-    armax = 0.0
     for j in range(m):
         acc = 0.0
         for k in range(n):
             acc += abs(A[j, k]) * rs[k]
         ar[j] = acc
-        armax = max(armax, acc)
         nw[j] = -1.0
         flag[j] = 0
-    zero_row = _ZERO_ROW_TOL * armax
 
     # Goldfarb–Idnani dual active-set iterations. Invariants (H = I):
     #   JT orthonormal, J N = [R; 0] for the q active normals N (GI's n_j = −c_j),
@@ -346,38 +352,47 @@ def _solve_into(
     # Each iteration adds or drops one row and GI terminates finitely, so this is
     # a guard against rounding-induced cycling only.
     max_iters = 10 * (m + n) + 50
-    xmax = z0max
+    # Distance travelled by x: rounding of the steps (unit directions from
+    # orthogonal factors) is a few ulps of it in every component.
+    path = 0.0
     first = True
     while True:
         # Step 1: slacks of the candidate rows at u (the fast path already has
         # those of u = a) and the most violated row, by distance in z-space.
         if not first:
-            xmax = z0max
             for i in range(n):
-                xmax = max(xmax, abs(x[i]))
                 u[i] = x[i] * rs[i]
-            _scan(A, b, u, sl)
+            _scan(A, b, u, sl, mg)
         first = False
         p = -1
         worst = 0.0
         for j in range(m):
             if flag[j] != 0:
                 continue
-            if sl[j] < -_FEAS_TOL * (abs(b[j]) + xmax * ar[j]):
-                if ar[j] <= zero_row:
+            if sl[j] < -(_FEAS_TOL * (abs(b[j]) + mg[j]) + _ROUND_TOL * path * ar[j]):
+                if ar[j] == 0.0:
                     # 0·u <= b with b < 0 cannot hold; with b >= 0 the row is inert
-                    # (that is how batched callers pad).
+                    # (that is how batched callers pad). Only exact zeros (after
+                    # weighting, i.e. up to underflow) count: any relative cut-off
+                    # would drop legitimate rows of problems spanning many decades,
+                    # while a tiny row is normalised and handled exactly, and keeping
+                    # a rounding-level row is conservative (it can only restrict u).
                     if b[j] < 0.0:
                         _fill_safe(safe, u_out, act_out)
                         return STATUS_INFEASIBLE
                     flag[j] = 1
                     continue
                 if nw[j] < 0.0:
+                    # Scaled by the largest entry: no under/overflow of the squares
+                    # for rows anywhere in float64's range.
+                    big = 0.0
+                    for k in range(n):
+                        big = max(big, abs(A[j, k]) * rs[k])
                     acc = 0.0
                     for k in range(n):
-                        c = A[j, k] * rs[k]
+                        c = A[j, k] * rs[k] / big
                         acc += c * c
-                    nw[j] = math.sqrt(acc)
+                    nw[j] = big * math.sqrt(acc)
                 dist = sl[j] / nw[j]
                 if dist < worst:
                     worst = dist
@@ -385,10 +400,19 @@ def _solve_into(
         if p < 0:
             break  # primal feasible and dual feasible: optimal
 
-        inv = 1.0 / nw[p]
+        # Unit normal and offset of p, divided through the largest entry first so
+        # that neither overflows for rows near float64's limits.
+        big = 0.0
         for k in range(n):
-            cp[k] = A[p, k] * rs[k] * inv
-        dp = b[p] * inv
+            big = max(big, abs(A[p, k]) * rs[k])
+        inv = big / nw[p]
+        for k in range(n):
+            cp[k] = A[p, k] * rs[k] / big * inv
+        dp = b[p] / big * inv
+        if not math.isfinite(dp):
+            # |b_p| / ‖A_p‖ beyond 1e308: the row asks for a u float64 cannot hold.
+            _fill_safe(safe, u_out, act_out)
+            return STATUS_NONFINITE
         up = 0.0  # multiplier of the entering row p
         while True:
             iters += 1
@@ -448,9 +472,14 @@ def _solve_into(
             for k in range(n):
                 sp -= cp[k] * x[k]
             t2 = -sp / ztn  # full step: makes row p exactly active
+            if not t2 <= t1 and kdrop < 0:
+                # NaN (data at float64's limits): never step on it.
+                _fill_safe(safe, u_out, act_out)
+                return STATUS_NONFINITE
             if t2 <= t1:
                 for k in range(n):
                     x[k] += t2 * zdir[k]
+                path += t2 * math.sqrt(ztn)
                 for i in range(q):
                     lam[i] = max(lam[i] - t2 * r[i], 0.0)
                 up += t2
@@ -468,6 +497,7 @@ def _solve_into(
             # Partial step: move until the blocking row's multiplier hits 0, drop it.
             for k in range(n):
                 x[k] += t1 * zdir[k]
+            path += t1 * math.sqrt(ztn)
             for i in range(q):
                 lam[i] = max(lam[i] - t1 * r[i], 0.0)
             up += t1
@@ -477,6 +507,12 @@ def _solve_into(
     # there are reported active: the optimal active set plus rows satisfied with
     # equality to tolerance.
     for i in range(n):
+        if not math.isfinite(u[i]):
+            # Only reachable with data near float64's limits (say a far vertex of
+            # nearly parallel rows at 1e300): report it, never return inf/NaN.
+            _fill_safe(safe, u_out, act_out)
+            return STATUS_NONFINITE
+    for i in range(n):
         # q == 0: a was feasible to tolerance; return it untouched, not z0 / sqrt(w).
         u_out[i] = a[i] if q == 0 else u[i]
     for j in range(m):
@@ -485,21 +521,22 @@ def _solve_into(
         elif flag[j] == 1:
             act_out[j] = False
         else:
-            act_out[j] = sl[j] <= _FEAS_TOL * (abs(b[j]) + xmax * ar[j]) and ar[j] > zero_row
+            tol = _FEAS_TOL * (abs(b[j]) + mg[j]) + _ROUND_TOL * path * ar[j]
+            act_out[j] = sl[j] <= tol and ar[j] > 0.0
     return STATUS_OK
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _fwork_size(m: int, n: int) -> int:
-    return 3 * m + 2 * n * n + 9 * n
+    return 4 * m + 2 * n * n + 9 * n
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _work(m: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.empty(_fwork_size(m, n)), np.empty(m + n, dtype=np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def project(
     a: np.ndarray, A: np.ndarray, b: np.ndarray, w: np.ndarray, safe: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -517,17 +554,19 @@ def project(
         * ``a`` feasible -> ``u`` is a bit-for-bit copy of ``a`` (exact check
           first; ``a`` violating rows only at rounding level, 1e-12 relative,
           comes back unchanged too).
-        * status ``STATUS_OK`` -> ``A_j u − b_j <= 1e-12 (|b_j| + ‖√w u‖∞ ·
-          Σ_k |A_jk|/√w_k)`` for every row (well inside ``1e-9`` of the row's
-          scale), and ``u`` is the minimiser to rounding.
-        * never raises on bad *values*: non-finite inputs or ``w <= 0`` give
-          ``STATUS_NONFINITE``, an empty feasible set ``STATUS_INFEASIBLE``, the
+        * status ``STATUS_OK`` -> for every row ``A_j u − b_j <= 1e-12 (|b_j| +
+          Σ_k |A_jk u_k|) + 1.4e-14 L Σ_k |A_jk|/√w_k`` with ``L`` the length of
+          the path from ``√w a`` to ``√w u`` (at least ``‖√w (u − a)‖``): relative
+          to the row's own magnitudes plus the rounding of the steps, well inside
+          ``1e-9`` of the row's scale; and ``u`` is the minimiser to rounding.
+        * never raises on bad *values*: non-finite inputs, ``w <= 0`` or data
+          whose products overflow float64 give ``STATUS_NONFINITE``, an empty feasible set ``STATUS_INFEASIBLE``, the
           iteration guard ``STATUS_MAXITER``; each returns a copy of ``safe`` (zeros
           if ``safe`` itself is non-finite) and no active rows. Wrong *shapes* raise
           ``ValueError``.
-        * a zero row (norm below 1e-20 of the largest row) is ignored when
-          ``b_j >= 0`` and makes the problem infeasible otherwise. It is never
-          reported active.
+        * a zero row (all ``A_jk / sqrt(w_k)`` zero, i.e. zero up to underflow) is
+          ignored when ``b_j >= 0`` and makes the problem infeasible otherwise. It
+          is never reported active. Tiny non-zero rows are kept and normalised.
 
     Args:
         a: Desired command, float64[n] (n <= 12 is the design size; any n works).
@@ -555,7 +594,7 @@ def project(
     return u, active, status
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def project_into(
     a: np.ndarray,
     A: np.ndarray,
@@ -576,7 +615,7 @@ def project_into(
     return _solve_into(a, A, b, w, safe, u, active, fwork, iwork)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def project_batch(
     a: np.ndarray, A: np.ndarray, b: np.ndarray, w: np.ndarray, safe: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -436,6 +436,50 @@ def test_non_finite_input_returns_the_safe_command(
     assert not active.any()
 
 
+@PROPS
+@given(
+    n=st.integers(1, 6),
+    m=st.integers(1, 12),
+    seed=st.integers(0, 2**32 - 1),
+    exp_range=st.integers(0, 320),
+)
+def test_extreme_magnitudes_never_raise_or_lie(n: int, m: int, seed: int, exp_range: int) -> None:
+    # Entries of a, A, b, w spread over 10**±exp_range, up to float64's limits
+    # (denormals, products that overflow): the kernel may refuse (NONFINITE,
+    # INFEASIBLE) but never raises, and an OK answer is finite. Up to 1e±100 it
+    # is also feasible; beyond, sqrt(w)·a itself can underflow to denormals and
+    # no float64 method (quadprog included) can promise 1e-9.
+    rng = np.random.default_rng(seed)
+
+    def spread(*shape: int) -> np.ndarray:
+        e = rng.uniform(-exp_range, exp_range, size=shape).clip(-320, 300)
+        return rng.choice([-1.0, 1.0], size=shape) * 10.0**e
+
+    a, A, b = spread(n), spread(m, n), np.abs(spread(m))
+    b[rng.random(m) < 0.3] *= -1.0
+    w = np.abs(spread(n)).clip(1e-300, 1e300)
+    with np.errstate(all="ignore"):
+        u, active, status = project(a, A, b, w, np.zeros(n))
+        assert status in (STATUS_OK, STATUS_INFEASIBLE, STATUS_NONFINITE)
+        if status != STATUS_OK:
+            assert not u.any() and not active.any()
+            return
+        assert np.all(np.isfinite(u))
+        if exp_range > 100:
+            return
+        # Judge each row divided by its largest entry, so the check itself stays
+        # finite, against its own magnitudes and the problem's scale in the
+        # W-norm it is posed in (rounding of orthogonal steps in √w·u lands on
+        # every component, so spreads of 1e±300 cannot be judged componentwise).
+        big = np.abs(A).max(axis=1)
+        keep = big > 0.0
+        An, bn = A[keep] / big[keep, None], b[keep] / big[keep]
+        sw = np.sqrt(w)
+        zscale = np.max(np.abs(sw * u)) + np.max(np.abs(sw * a))
+        scale = np.abs(bn) + np.abs(An) @ np.abs(u) + (np.abs(An) @ (1.0 / sw)) * zscale
+        assert np.all(An @ u - bn <= 1e-9 * scale + 1e-300)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     batch=st.lists(problems_with(st.just(7)), min_size=1, max_size=12),
