@@ -112,3 +112,39 @@ def test_resume_after_sigkill_loses_at_most_one_checkpoint_interval(tmp_path: Pa
     steps = [int(r["step"]) for r in _rows(out / "metrics.csv")]
     assert steps == sorted(steps) and len(steps) == len(set(steps)), steps
     assert steps[0] == 100 and steps[-1] >= killed_at + 200
+
+
+def test_shaped_reward_is_applied_to_steps_and_to_relabelled_rewards() -> None:
+    from safebot.envs import make
+    from safebot.shield import Shield
+    from safebot.train import ShapedReward
+
+    env = ShapedReward(Shield(make("reach")), cost_penalty=2.0, correction_penalty=0.5)
+    env.reset(seed=0)
+    _, r, _, _, info = env.step(np.ones(3, dtype=np.float32))
+    base = env.unwrapped.compute_reward(info_achieved := np.zeros(3), info_achieved, info)
+    assert info["shield/correction"] > 0
+    assert r == pytest.approx(-1.0 - 2.0 * info["cost"] - 0.5 * info["shield/correction"])
+    infos = [info, {**info, "cost": 1.0, "shield/correction": float("nan")}]
+    achieved, desired = np.zeros((2, 3)), np.ones((2, 3))
+    got = env.compute_reward(achieved, desired, infos)
+    want = env.unwrapped.compute_reward(achieved, desired, infos) - np.array(
+        [2.0 * info["cost"] + 0.5 * info["shield/correction"], 2.0]
+    )
+    np.testing.assert_allclose(got, want)
+    assert base == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["penalty", "competence"])
+def test_her_relabelling_sees_the_info_the_shaping_needs(tmp_path: Path, scheduler: str) -> None:
+    # regression: HER dropped info dicts by default, so shaped rewards raised KeyError('cost')
+    from safebot.spec import load_task
+
+    spec = load_task("reach")
+    train_cfg = spec.train.model_copy(update={"learning_starts": 100, "correction_penalty": 0.3})
+    spec = spec.model_copy(update={"train": train_cfg})
+    result = train(
+        spec, RunOptions(scheduler=scheduler, steps=200, **TINY), out=tmp_path / "r", progress=False
+    )
+    assert result.steps >= 200
