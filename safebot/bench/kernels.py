@@ -5,14 +5,17 @@ rows: a joint-velocity box, end-effector speed rows through the site Jacobian,
 workspace and keep-out rows) is solved by
 
 * ``project`` called from Python once per problem (what a single env pays),
-* ``project_batch`` on ``batch`` problems per call (vectorised envs),
+* ``project_into`` likewise, writing into buffers kept across calls,
+* ``project_batch`` on ``batch`` problems per call (vectorised envs), on all of
+  numba's threads and on one,
 * ``quadprog.solve_qp`` (the same Goldfarb–Idnani method, Fortran),
 * OSQP, set up once for the sparsity pattern and then updated per problem,
-* proxsuite's dense ProxQP, one solver object updated per problem,
+* proxsuite's dense ProxQP, a fresh solver per problem,
 
-each timed with ``time.perf_counter`` over the whole set (median of a few
-repetitions, after JIT warm-up), with the kernel's constraint violation and its
-distance to quadprog's solution measured on the same problems.
+each timed with ``time.perf_counter`` over the whole set, round-robin, median of
+a few repetitions after a warm-up pass (JIT, caches); the kernel's constraint
+violation and its distance to quadprog's solution are measured on the same
+problems.
 
 Example:
     >>> from safebot.bench.kernels import run, format_table
@@ -31,7 +34,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
@@ -136,80 +139,72 @@ def _quiet_stdout() -> Iterator[None]:
         os.close(saved)
 
 
-def _median_us(fn: Callable[[], object], count: int, repeats: int) -> float:
-    """Median over ``repeats`` of the wall time of ``fn()`` per item, in µs."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) / count * 1e6)
-    return statistics.median(times)
+class _Contender(NamedTuple):
+    """One way of solving the whole set: ``loop()`` solves it, ``answers()`` after."""
+
+    loop: Callable[[], None]
+    answers: Callable[[], FloatArray]
 
 
-def _time_numba(P: dict[str, FloatArray], repeats: int) -> tuple[float, FloatArray, Any]:
-    # Per-problem contiguous arrays built up front: the loop times the call only.
-    args = [
-        (
-            P["a"][i].copy(),
-            P["A"][i].copy(),
-            P["b"][i].copy(),
-            P["w"][i].copy(),
-            P["safe"][i].copy(),
-        )
-        for i in range(P["a"].shape[0])
-    ]
+def _split(P: dict[str, FloatArray]) -> list[tuple[FloatArray, ...]]:
+    # Per-problem contiguous arrays built up front: the loops time the calls only.
+    keys = ("a", "A", "b", "w", "safe")
+    return [tuple(P[k][i].copy() for k in keys) for i in range(P["a"].shape[0])]
+
+
+def _numba_project(P: dict[str, FloatArray]) -> _Contender:
+    args = _split(P)
     project = kernels.project
-    out: list[tuple[Any, Any, int]] = []
+    out: list[FloatArray] = []
 
     def loop() -> None:
         out.clear()
-        for arg in args:
-            out.append(project(*arg))
+        for a, A, b, w, safe in args:
+            out.append(project(a, A, b, w, safe)[0])
 
-    us = _median_us(loop, len(args), repeats)
-    u = np.stack([o[0] for o in out])
-    status = np.array([o[2] for o in out])
-    return us, u, status
+    return _Contender(loop, lambda: np.stack(out))
 
 
-def _time_numba_into(P: dict[str, FloatArray], repeats: int) -> float:
+def _numba_project_into(P: dict[str, FloatArray]) -> _Contender:
     # project_into writes into preallocated outputs: what a stepping loop that
     # keeps its buffers pays (boxing fresh arrays is most of project's overhead).
+    args = _split(P)
     N, m, n = P["A"].shape
-    args = [tuple(P[k][i].copy() for k in ("a", "A", "b", "w", "safe")) for i in range(N)]
-    u = np.empty(n)
+    U = np.empty((N, n))
     active = np.empty(m, dtype=np.bool_)
     project_into = kernels.project_into
-    a0, A0, b0, w0, s0 = args[0]
-    project_into(a0, A0, b0, w0, s0, u, active)
 
     def loop() -> None:
-        for a, A, b, w, safe in args:
-            project_into(a, A, b, w, safe, u, active)
+        for i, (a, A, b, w, safe) in enumerate(args):
+            project_into(a, A, b, w, safe, U[i], active)
 
-    return _median_us(loop, N, repeats)
+    return _Contender(loop, lambda: U)
 
 
-def _time_batched(P: dict[str, FloatArray], batch: int, repeats: int) -> tuple[float, FloatArray]:
+def _numba_batch(P: dict[str, FloatArray], batch: int, threads: int | None) -> _Contender:
     N = P["a"].shape[0]
-    starts = range(0, N, batch)
+    keys = ("a", "A", "b", "w", "safe")
     chunks = [
-        tuple(np.ascontiguousarray(P[k][s : s + batch]) for k in ("a", "A", "b", "w", "safe"))
-        for s in starts
+        tuple(np.ascontiguousarray(P[k][s : s + batch]) for k in keys) for s in range(0, N, batch)
     ]
     project_batch = kernels.project_batch
     out: list[FloatArray] = []
 
     def loop() -> None:
-        out.clear()
-        for c in chunks:
-            out.append(project_batch(*c)[0])
+        saved = numba.get_num_threads()
+        if threads is not None:
+            numba.set_num_threads(threads)
+        try:
+            out.clear()
+            for a, A, b, w, safe in chunks:
+                out.append(project_batch(a, A, b, w, safe)[0])
+        finally:
+            numba.set_num_threads(saved)
 
-    us = _median_us(loop, N, repeats)
-    return us, np.concatenate(out)
+    return _Contender(loop, lambda: np.concatenate(out))
 
 
-def _time_quadprog(P: dict[str, FloatArray], repeats: int) -> tuple[float, FloatArray]:
+def _quadprog(P: dict[str, FloatArray]) -> _Contender:
     import quadprog
 
     # quadprog: min ½xᵀGx − aᵀx s.t. Cᵀx >= b, so G = W, a = W a, C = −Aᵀ, b = −b.
@@ -228,27 +223,24 @@ def _time_quadprog(P: dict[str, FloatArray], repeats: int) -> tuple[float, Float
             except ValueError:  # infeasible or numerically singular: no solution
                 out.append(np.full(G.shape[0], np.nan))
 
-    us = _median_us(loop, len(args), repeats)
-    return us, np.stack(out)
+    return _Contender(loop, lambda: np.stack(out))
 
 
-def _time_osqp(P: dict[str, FloatArray], repeats: int) -> tuple[float, FloatArray]:
+def _osqp(P: dict[str, FloatArray]) -> _Contender:
     import osqp
     from scipy import sparse
 
-    N, m, n = P["A"].shape
+    _, m, n = P["A"].shape
     # One sparsity pattern for the whole set (union of non-zeros), so the solver is
     # set up once and every problem is an update of P, q, A and u (warm start on).
     pattern = np.any(P["A"] != 0.0, axis=0)
-    Apat = sparse.csc_matrix(pattern.astype(float))
-    rows, cols = Apat.nonzero()
+    rows, cols = sparse.csc_matrix(pattern.astype(float)).nonzero()
     # CSC stores column-major: order the (row, col) pairs the way Ax is laid out.
     order = np.lexsort((rows, cols))
     rows, cols = rows[order], cols[order]
-    Ps = sparse.csc_matrix(np.diag(P["w"][0]))
     solver = osqp.OSQP()
     solver.setup(
-        Ps,
+        sparse.csc_matrix(np.diag(P["w"][0])),
         -P["w"][0] * P["a"][0],
         sparse.csc_matrix((P["A"][0][rows, cols], (rows, cols)), shape=(m, n)),
         np.full(m, -np.inf),
@@ -268,21 +260,19 @@ def _time_osqp(P: dict[str, FloatArray], repeats: int) -> tuple[float, FloatArra
 
     def loop() -> None:
         out.clear()
-        for upd in updates:
-            solver.update(**upd)
-            res = solver.solve()
-            out.append(np.array(res.x, dtype=float))
+        # OSQP's C code prints "Polishing not needed" whatever `verbose` says.
+        with _quiet_stdout():
+            for upd in updates:
+                solver.update(**upd)
+                out.append(np.array(solver.solve(raise_error=False).x, dtype=float))
 
-    # OSQP's C code prints "Polishing not needed" whatever `verbose` says.
-    with _quiet_stdout():
-        us = _median_us(loop, N, repeats)
-    return us, np.stack(out)
+    return _Contender(loop, lambda: np.stack(out))
 
 
-def _time_proxsuite(P: dict[str, FloatArray], repeats: int) -> tuple[float, FloatArray]:
+def _proxsuite(P: dict[str, FloatArray]) -> _Contender:
     import proxsuite
 
-    N, m, n = P["A"].shape
+    _, m, n = P["A"].shape
     dense = proxsuite.proxqp.dense
     lower = np.full(m, -1e20)
     args = [
@@ -304,21 +294,24 @@ def _time_proxsuite(P: dict[str, FloatArray], repeats: int) -> tuple[float, Floa
             qp.solve()
             out.append(np.array(qp.results.x, dtype=float))
 
-    us = _median_us(loop, N, repeats)
-    return us, np.stack(out)
+    return _Contender(loop, lambda: np.stack(out))
 
 
-def _time_batched_1thread(P: dict[str, FloatArray], batch: int, repeats: int) -> float:
-    # The same batched calls on one thread: the kernel's cost with dispatch
-    # amortised and no thread start-up. On a machine shared with other jobs this
-    # is also the robust figure: a parallel region waits for its slowest thread,
-    # and a thread descheduled by another process stalls the whole batch.
-    saved = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        return _time_batched(P, batch, repeats)[0]
-    finally:
-        numba.set_num_threads(saved)
+def _race(contenders: dict[str, _Contender], count: int, repeats: int) -> dict[str, float]:
+    """Median µs per problem of each contender, timed round-robin.
+
+    Round-robin rather than one contender after another, so that load from other
+    jobs drifting during the run hits every contender alike.
+    """
+    for c in contenders.values():
+        c.loop()  # warm-up: JIT, caches, solver set-up
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, c in contenders.items():
+            t0 = time.perf_counter()
+            c.loop()
+            times[name].append((time.perf_counter() - t0) / count * 1e6)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _machine() -> dict[str, Any]:
@@ -384,14 +377,32 @@ def run(
         raise ValueError(f"problems and batch must be >= 1, got {problems} and {batch}")
     P = make_problems(problems, seed)
     kernels.warmup()
-
-    numba_us, u, status = _time_numba(P, repeats)
-    into_us = _time_numba_into(P, repeats)
-    batched_us, u_batch = _time_batched(P, batch, repeats)
-    batched1_us = _time_batched_1thread(P, batch, repeats)
-    quadprog_us, u_qp = _time_quadprog(P, repeats)
-    osqp_us, u_osqp = _time_osqp(P, repeats)
-    proxsuite_us, u_prox = _time_proxsuite(P, repeats)
+    contenders = {
+        "numba": _numba_project(P),
+        "numba_into": _numba_project_into(P),
+        "numba_batched": _numba_batch(P, batch, threads=None),
+        # One thread: the kernel's cost with dispatch amortised. On a machine
+        # shared with other jobs it is also the robust figure: a parallel region
+        # waits for its slowest thread, and a thread descheduled by another
+        # process stalls the whole batch.
+        "numba_batched_1thread": _numba_batch(P, batch, threads=1),
+        "quadprog": _quadprog(P),
+        "osqp": _osqp(P),
+        "proxsuite": _proxsuite(P),
+    }
+    us = _race(contenders, problems, repeats)
+    u = contenders["numba"].answers()
+    u_into = contenders["numba_into"].answers()
+    u_batch = contenders["numba_batched"].answers()
+    u_qp = contenders["quadprog"].answers()
+    u_osqp = contenders["osqp"].answers()
+    u_prox = contenders["proxsuite"].answers()
+    status = np.array(
+        [kernels.project(*(x.copy() for x in args))[2] for args in _split(P)], dtype=np.int64
+    )
+    numba_us, into_us = us["numba"], us["numba_into"]
+    batched_us, batched1_us = us["numba_batched"], us["numba_batched_1thread"]
+    quadprog_us, osqp_us, proxsuite_us = us["quadprog"], us["osqp"], us["proxsuite"]
 
     violation = np.einsum("kij,kj->ki", P["A"], u) - P["b"]
     projected = np.any(np.einsum("kij,kj->ki", P["A"], P["a"]) > P["b"], axis=1)
@@ -416,7 +427,7 @@ def run(
         "speedup_batched_1thread_vs_quadprog": quadprog_us / batched1_us,
         "max_violation": float(np.max(violation)),
         "max_err_vs_quadprog": _max_err(u, u_qp),
-        "batched_equals_single": bool(np.array_equal(u, u_batch)),
+        "batched_equals_single": bool(np.array_equal(u, u_batch) and np.array_equal(u, u_into)),
         "quadprog_failures": int(np.sum(~np.all(np.isfinite(u_qp), axis=1))),
         "osqp_max_err_vs_quadprog": _max_err(u_osqp, u_qp),
         "proxsuite_max_err_vs_quadprog": _max_err(u_prox, u_qp),
