@@ -369,7 +369,8 @@ def _solve_into(
         for j in range(m):
             if flag[j] != 0:
                 continue
-            if sl[j] < -(_FEAS_TOL * (abs(b[j]) + mg[j]) + _ROUND_TOL * path * ar[j]):
+            slj = sl[j]
+            if slj < 0.0 and slj < -(_FEAS_TOL * (abs(b[j]) + mg[j]) + _ROUND_TOL * path * ar[j]):
                 if ar[j] == 0.0:
                     # 0·u <= b with b < 0 cannot hold; with b >= 0 the row is inert
                     # (that is how batched callers pad). Only exact zeros (after
@@ -506,12 +507,16 @@ def _solve_into(
     # The last step 1 evaluated every candidate row at the final u. Rows binding
     # there are reported active: the optimal active set plus rows satisfied with
     # equality to tolerance.
+    bad = False
     for i in range(n):
-        if not math.isfinite(u[i]):
-            # Only reachable with data near float64's limits (say a far vertex of
-            # nearly parallel rows at 1e300): report it, never return inf/NaN.
-            _fill_safe(safe, u_out, act_out)
-            return STATUS_NONFINITE
+        bad |= not math.isfinite(u[i])
+    for j in range(m):
+        bad |= math.isnan(sl[j])  # A u overflowed: the rows were not really checked
+    if bad:
+        # Only reachable with data near float64's limits (say a far vertex of
+        # nearly parallel rows at 1e300): report it, never return inf/NaN.
+        _fill_safe(safe, u_out, act_out)
+        return STATUS_NONFINITE
     for i in range(n):
         # q == 0: a was feasible to tolerance; return it untouched, not z0 / sqrt(w).
         u_out[i] = a[i] if q == 0 else u[i]
