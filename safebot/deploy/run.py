@@ -46,6 +46,7 @@ import gc
 import json
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -418,6 +419,8 @@ def _worker_main(
 
     An empty request ends it; an error is sent as ``b"E" + message``.
     """
+    # Ctrl-C reaches the whole process group: the parent ends the worker (closing the pipe)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         policy = ShieldedPolicy(
             load_bundle(bundle),
