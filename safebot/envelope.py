@@ -141,6 +141,8 @@ class Envelope:
         self.joint_gain = float(joint_gain)
         self.barrier_gain = float(barrier_gain)
         self._width = dict.fromkeys(self.limits, 0.0)
+        # bumped by every set_width: lets the shield cache the bounds between width changes
+        self._revision = 0
         self.set_width(width)
 
     @classmethod
@@ -204,6 +206,7 @@ class Envelope:
         for k, w in items.items():
             w = float(w)
             self._width[k] = 0.0 if not np.isfinite(w) else min(max(w, 0.0), 1.0)
+        self._revision += 1
 
     def bounds(self, width: float | Mapping[str, float] | None = None) -> Bounds:
         """Bounds at ``width`` (default: the current width); never beyond a cap."""
