@@ -72,6 +72,9 @@ class ArmState:
         boxes: keep-out boxes ``(centre, half_size)`` (world-axis-aligned).
         contacts: ``(force, (N, nu))`` per arm contact: force (N) and the approach speed map
             along the normal into the touched object.
+        site_radius: radius (m) of the sphere around each site that must stay outside the
+            keep-out boxes (a link's rough cross-section: MuJoCo's ``site_size[:, 0]``), one
+            per entry of ``sites``; empty means 0 for every site (point sites).
         action_dims: which entries of the full action ``u`` the rows act on (others pass through).
     """
 
@@ -85,6 +88,17 @@ class ArmState:
     sites: list[tuple[F64, tuple[F64, F64]]] = field(default_factory=list)
     boxes: list[tuple[F64, F64]] = field(default_factory=list)
     contacts: list[tuple[float, tuple[F64, F64]]] = field(default_factory=list)
+    site_radius: list[float] = field(default_factory=list)
+
+    def radii(self) -> list[float]:
+        """``site_radius`` with one entry per site (zeros where it is empty)."""
+        if not self.site_radius:
+            return [0.0] * len(self.sites)
+        if len(self.site_radius) != len(self.sites):
+            raise ValueError(
+                f"ArmState has {len(self.sites)} sites but {len(self.site_radius)} site radii"
+            )
+        return [float(r) for r in self.site_radius]
 
 
 @dataclass
@@ -170,23 +184,27 @@ def workspace_rows(state: ArmState, low: F64, high: F64, gain: float, backoff: f
 
 
 def keepout_rows(state: ArmState, margin: float, gain: float, backoff: float) -> Rows:
-    """Each site stays outside each box by ``margin``.
+    """Each site's sphere (``state.site_radius``) stays outside each box by ``margin``.
 
-    Uses the box face that separates the site most (a supporting half-space of
-    the convex box): the site's approach speed to that face is at most
-    ``gain * (distance - margin)``. Outside the corner regions this is exact;
-    near an edge it is conservative, which is the safe side.
+    The sites are the centres of bulky links, so the distance that counts is the
+    site's distance minus its radius. Uses the box face that separates the site
+    most (a supporting half-space of the convex box): the site's approach speed
+    to that face is at most ``gain * (distance - margin - radius)``. Outside the
+    corner regions this is exact; near an edge it is conservative, which is the
+    safe side.
     """
     A, b = [], []
+    radii = state.radii()
     for centre, half in state.boxes:
-        for pos, (S, s) in state.sites:
+        for (pos, (S, s)), radius in zip(state.sites, radii, strict=True):
             rel = pos - centre
             sep = np.abs(rel) - half
             j = int(np.argmax(sep))
             sign = 1.0 if rel[j] >= 0 else -1.0
             # moving toward the box along axis j means -sign * v_j > 0
             A.append(-sign * S[j])
-            b.append(float(_barrier_rhs(np.array(sep[j] - margin), gain, backoff)) + sign * s[j])
+            dist = sep[j] - margin - radius
+            b.append(float(_barrier_rhs(np.array(dist), gain, backoff)) + sign * s[j])
     if not A:
         return Rows.empty(0)
     return _rows(np.array(A), np.array(b), "keepout")
@@ -260,8 +278,12 @@ def margins(state: ArmState, bounds: Bounds) -> dict[str, float]:
             )
         )
     if bounds.keepout_margin is not None and state.boxes and state.sites:
+        # the sphere around each site: its separation from the box less its radius
+        radii = state.radii()
         seps = [
-            float(np.max(np.abs(pos - c) - h)) for c, h in state.boxes for pos, _ in state.sites
+            float(np.max(np.abs(pos - c) - h)) - r
+            for c, h in state.boxes
+            for (pos, _), r in zip(state.sites, radii, strict=True)
         ]
         out["keepout"] = min(seps) - bounds.keepout_margin
     if bounds.joint_margin is not None and state.q is not None:
@@ -286,7 +308,7 @@ def margins(state: ArmState, bounds: Bounds) -> dict[str, float]:
 # made inside one (a reference count and its code). So a state travels in three
 # buffers plus an int64 ``dims`` vector -- ``Fk`` (rows of length k: the maps
 # ``E``, ``M``, ``S``, ``N``), ``F3`` (points and offsets in 3-space) and ``F1``
-# (scalars per joint or contact) -- and the numba code indexes them at offsets
+# (scalars per joint, contact or site) -- and the numba code indexes them at offsets
 # (:func:`_offsets`) instead of slicing. Absent limits are flags, not ``None``;
 # NaN behaves as in the reference (numpy's min/max propagate it, Python's
 # ``min``/``max`` keep the first value).
@@ -322,7 +344,7 @@ def _offsets(dims: Any) -> tuple[int, ...]:
     """Where each field starts in a PackedState's buffers, from the capacities in ``dims``.
 
     ``(Fk rows: E, M, S, con_N, end;  F3 rows: ee_pos, e, site_pos, s, box_c, box_h, end;
-    F1 entries: c, q, q_low, q_high, con_f, con_nu, end)``. ``S`` is flat over
+    F1 entries: c, q, q_low, q_high, con_f, con_nu, site_radius, end)``. ``S`` is flat over
     (site, axis): row ``S + 3 * site + axis``.
     """
     nq, ns, nb, nc = dims[D_CAP_NQ], dims[D_CAP_NS], dims[D_CAP_NB], dims[D_CAP_NC]
@@ -331,7 +353,7 @@ def _offsets(dims: Any) -> tuple[int, ...]:
     return (
         0, 3, kS, kN, kN + nc,
         0, 1, 2, 2 + ns, 2 + 2 * ns, 2 + 2 * ns + nb, 2 + 2 * ns + 2 * nb,
-        0, nq, 2 * nq, 3 * nq, 4 * nq, 4 * nq + nc, 4 * nq + 2 * nc,
+        0, nq, 2 * nq, 3 * nq, 4 * nq, 4 * nq + nc, 4 * nq + 2 * nc, 4 * nq + 2 * nc + ns,
     )  # fmt: skip
 
 
@@ -343,8 +365,8 @@ class PackedState:
     flags and the capacities. The named attributes are views into the buffers,
     shaped as in :class:`ArmState`: ``E`` (3, k), ``e`` (3,), ``M`` (nq, k),
     ``c``/``q``/``q_low``/``q_high`` (nq,), ``site_pos`` (ns, 3), ``S`` (ns, 3, k),
-    ``s`` (ns, 3), ``box_c``/``box_h`` (nb, 3), ``con_f`` (nc,), ``con_N`` (nc, k),
-    ``con_nu`` (nc,). Capacities grow on demand (:meth:`reserve`).
+    ``s`` (ns, 3), ``site_radius`` (ns,), ``box_c``/``box_h`` (nb, 3), ``con_f`` (nc,),
+    ``con_N`` (nc, k), ``con_nu`` (nc,). Capacities grow on demand (:meth:`reserve`).
     """
 
     def __init__(self, k: int, nq: int = 0, ns: int = 0, nb: int = 0, nc: int = 0) -> None:
@@ -358,7 +380,7 @@ class PackedState:
         d[D_CAP_NQ], d[D_CAP_NS], d[D_CAP_NB], d[D_CAP_NC] = nq, ns, nb, nc
         self._caps = (nq, ns, nb, nc)
         o = _offsets(d)
-        self.Fk, self.F3, self.F1 = np.zeros((o[4], k)), np.zeros((o[11], 3)), np.zeros(o[18])
+        self.Fk, self.F3, self.F1 = np.zeros((o[4], k)), np.zeros((o[11], 3)), np.zeros(o[19])
         Fk, F3, F1 = self.Fk, self.F3, self.F1
         self.E, self.M = Fk[o[0] : o[1]], Fk[o[1] : o[2]]
         self.S, self.con_N = Fk[o[2] : o[3]].reshape(ns, 3, k), Fk[o[3] : o[4]]
@@ -367,6 +389,7 @@ class PackedState:
         self.box_c, self.box_h = F3[o[9] : o[10]], F3[o[10] : o[11]]
         self.c, self.q, self.q_low, self.q_high = (F1[o[i] : o[i + 1]] for i in range(12, 16))
         self.con_f, self.con_nu = F1[o[16] : o[17]], F1[o[17] : o[18]]
+        self.site_radius = F1[o[18] : o[19]]
 
     def reserve(self, nq: int = 0, ns: int = 0, nb: int = 0, nc: int = 0) -> None:
         """Make room for ``nq`` joints, ``ns`` sites, ``nb`` boxes and ``nc`` contacts.
@@ -415,8 +438,8 @@ def pack_state(state: ArmState, k: int, out: PackedState | None = None) -> Packe
         assert state.q_low is not None and state.q_high is not None
         out.q[:nq], out.q_low[:nq], out.q_high[:nq] = state.q, state.q_low, state.q_high
         d[D_HAS_Q] = 1
-    for i, (pos, (S, s)) in enumerate(state.sites):
-        out.site_pos[i], out.S[i], out.s[i] = pos, S, s
+    for i, ((pos, (S, s)), radius) in enumerate(zip(state.sites, state.radii(), strict=True)):
+        out.site_pos[i], out.S[i], out.s[i], out.site_radius[i] = pos, S, s, radius
     for i, (centre, half) in enumerate(state.boxes):
         out.box_c[i], out.box_h[i] = centre, half
     for i, (force, (N, nu)) in enumerate(state.contacts):
@@ -496,7 +519,7 @@ def _barrier_nb(dist: float, gain: float, backoff: float) -> float:
 @njit(cache=True)
 def _check_state(Fk: F64, F3: F64, F1: F64, dims: Any) -> None:
     o = _offsets(dims)
-    if Fk.shape[0] < o[4] or F3.shape[0] < o[11] or F1.shape[0] < o[18]:
+    if Fk.shape[0] < o[4] or F3.shape[0] < o[11] or F1.shape[0] < o[19]:
         raise ValueError("packed state: buffers smaller than the capacities in dims")
     if Fk.shape[1] != dims[D_K] or F3.shape[1] != 3:
         raise ValueError("packed state: Fk needs k columns, F3 three")
@@ -630,6 +653,7 @@ def build_into(
                 r += 1
     if flags[F_KEEPOUT] and nb > 0 and ns > 0:
         margin = BF[_BF_PAR + P_KEEPOUT]
+        fR = o[18]  # site radii: each site's sphere stays outside the box by the margin
         for bi in range(nb):
             for si in range(ns):
                 # the box face that separates the site most (np.argmax: first max, or first NaN)
@@ -646,7 +670,8 @@ def build_into(
                 sign = 1.0 if F3[tSite + si, jbest] - F3[tBc + bi, jbest] >= 0 else -1.0
                 for j in range(k):
                     A[r, j] = -sign * Fk[kS + 3 * si + jbest, j]
-                b[r] = _barrier_nb(best - margin, gain, backoff) + sign * F3[tS + si, jbest]
+                dist = best - margin - F1[fR + si]
+                b[r] = _barrier_nb(dist, gain, backoff) + sign * F3[tS + si, jbest]
                 kind[r] = _K_KO
                 r += 1
     if flags[F_CONTACT] and nc > 0:
@@ -686,7 +711,7 @@ def margins_into(Fk: F64, F3: F64, F1: F64, dims: Any, BF: F64, flags: Any, out:
     nq, ns, nb, nc = dims[D_NQ], dims[D_NS], dims[D_NB], dims[D_NC]
     o = _offsets(dims)
     tP, tSite, tBc, tBh = o[5], o[7], o[9], o[10]
-    fQ, fQl, fQh, fF = o[13], o[14], o[15], o[16]
+    fQ, fQl, fQh, fF, fR = o[13], o[14], o[15], o[16], o[18]
     mask = 0
     if flags[F_WS]:
         lo = F3[tP, 0] - BF[3]
@@ -704,6 +729,7 @@ def margins_into(Fk: F64, F3: F64, F1: F64, dims: Any, BF: F64, flags: Any, out:
                 for a in range(1, 3):
                     d = np.abs(F3[tSite + si, a] - F3[tBc + bi, a]) - F3[tBh + bi, a]
                     sep = _np_max(sep, d)
+                sep -= F1[fR + si]  # the site's sphere
                 if (bi == 0 and si == 0) or sep < least:  # Python's min over the list
                     least = sep
         out[1] = least - BF[_BF_PAR + P_KEEPOUT]
@@ -947,6 +973,7 @@ def arm_state_into(
     site_xpos: F64,
     geom_xpos: F64,
     geom_size: F64,
+    site_size: F64,
     q_low: F64,
     q_high: F64,
     con: F64,
@@ -965,7 +992,8 @@ def arm_state_into(
         mode: 0: joint-velocity actions (``M = I``); 1: end-effector velocity through the
             damped pseudo-inverse ``M = J^T (J J^T + damping^2 I)^-1`` (``ArmTaskEnv.action_map``).
         idx: :func:`arm_index`.
-        qpos, xanchor, xaxis, site_xpos, geom_xpos: ``MjData`` arrays; geom_size: ``MjModel``'s.
+        qpos, xanchor, xaxis, site_xpos, geom_xpos: ``MjData`` arrays; geom_size, site_size:
+            ``MjModel``'s (a keep-out site's radius is its ``site_size[site, 0]``).
         q_low, q_high: the arm's joint limits.
         con: one row per arm contact (``nc`` of them): force, the normal from the arm into the
             other body (3), the contact point's Jacobian from ``mj_jac`` (3 x nv, flat).
@@ -984,6 +1012,8 @@ def arm_state_into(
         raise ValueError("arm_state_into: packed state too small (PackedState.reserve)")
     if con.shape[0] < nc or work.shape[0] < 4 or work.shape[1] < n:
         raise ValueError("arm_state_into: contact or scratch buffer too small")
+    if site_size.shape[0] != site_xpos.shape[0] or site_size.shape[1] < 1:
+        raise ValueError("arm_state_into: site_size is not the model's (nsite, 3) array")
     if mode == 1 and idx[D_K] != 3:
         raise ValueError("arm_state_into: end-effector velocity actions have 3 entries")
     if mode == 0 and idx[D_K] != n:
@@ -996,7 +1026,7 @@ def arm_state_into(
     o = _offsets(dims)
     kE, kM, kS, kN = o[0], o[1], o[2], o[3]
     tP, tE, tSite, tS, tBc, tBh = o[5], o[6], o[7], o[8], o[9], o[10]
-    fC, fQ, fQl, fQh, fF, fNu = o[12], o[13], o[14], o[15], o[16], o[17]
+    fC, fQ, fQl, fQh, fF, fNu, fR = o[12], o[13], o[14], o[15], o[16], o[17], o[18]
     ee = idx[oEe]
     for a in range(3):
         F3[tP, a] = site_xpos[ee, a]
@@ -1023,6 +1053,7 @@ def arm_state_into(
     for si in range(ns):
         site = idx[oSite + si]
         _site_jacobian(site_xpos, site, idx, oMoves + (si + 1) * n, n, xanchor, xaxis, work)
+        F1[fR + si] = site_size[site, 0]
         for a in range(3):
             F3[tSite + si, a] = site_xpos[site, a]
             F3[tS + si, a] = 0.0  # J_site c
@@ -1063,6 +1094,7 @@ def arm_rows_into(
     site_xpos: F64,
     geom_xpos: F64,
     geom_size: F64,
+    site_size: F64,
     q_low: F64,
     q_high: F64,
     con: F64,
@@ -1084,7 +1116,7 @@ def arm_rows_into(
 ) -> tuple[int, int]:
     """:func:`arm_state_into` then :func:`rows_into`: a MuJoCo arm's rows in one call."""
     arm_state_into(
-        mode, damping, idx, qpos, xanchor, xaxis, site_xpos, geom_xpos, geom_size, q_low, q_high,
-        con, nc, work, Fk, F3, F1, dims,
+        mode, damping, idx, qpos, xanchor, xaxis, site_xpos, geom_xpos, geom_size, site_size,
+        q_low, q_high, con, nc, work, Fk, F3, F1, dims,
     )  # fmt: skip
     return rows_into(a, scale, u_raw, Fk, F3, F1, dims, BF, flags, A, b, kind, margins_out)

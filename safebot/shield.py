@@ -224,6 +224,8 @@ class SafebotArmView(ArmView):
             sites=sites,
             boxes=env.keepout_boxes(),
             contacts=contacts,
+            # each site is the centre of a bulky link: its size is the link's rough radius
+            site_radius=[float(env.model.site_size[s, 0]) for s in self._sites],
         )
 
     def pack(self, out: PackedState, *, contacts: bool = True) -> None:
@@ -231,10 +233,10 @@ class SafebotArmView(ArmView):
             return super().pack(out, contacts=contacts)
         nc = self._prepare(contacts)
         out.reserve(*self._sizes, nc)
-        qpos, xanchor, xaxis, site_xpos, geom_xpos, geom_size = self._mj
+        qpos, xanchor, xaxis, site_xpos, geom_xpos, geom_size, site_size = self._mj
         constraints.arm_state_into(
             self._mode, _PINV_DAMPING, self._idx, qpos, xanchor, xaxis, site_xpos, geom_xpos,
-            geom_size, self.env.q_low, self.env.q_high, self._con, nc, self._work,
+            geom_size, site_size, self.env.q_low, self.env.q_high, self._con, nc, self._work,
             out.Fk, out.F3, out.F1, out.dims,
         )  # fmt: skip
         return None
@@ -250,10 +252,10 @@ class SafebotArmView(ArmView):
             st.reserve(*self._sizes, nc)
             buf.reserve_rows(self._rows_base + min(nc, constraints.MAX_CONTACT_ROWS))
             self._reserved = (buf, nc)
-        qpos, xanchor, xaxis, site_xpos, geom_xpos, geom_size = self._mj
+        qpos, xanchor, xaxis, site_xpos, geom_xpos, geom_size, site_size = self._mj
         return constraints.arm_rows_into(  # type: ignore[no-any-return]
             self._mode, _PINV_DAMPING, self._idx, qpos, xanchor, xaxis, site_xpos, geom_xpos,
-            geom_size, self.env.q_low, self.env.q_high, self._con, nc, self._work,
+            geom_size, site_size, self.env.q_low, self.env.q_high, self._con, nc, self._work,
             a, self.scale, buf.u_raw, st.Fk, st.F3, st.F1, st.dims, bounds.F, bounds.flags,
             buf.A, buf.b, buf.kind, buf.margins,
         )  # fmt: skip
@@ -264,7 +266,9 @@ class SafebotArmView(ArmView):
         m, d = env.model, env.data
         if d is not self._data:  # views of MuJoCo's arrays, taken once per MjData
             self._data = d
-            self._mj = (d.qpos, d.xanchor, d.xaxis, d.site_xpos, d.geom_xpos, m.geom_size)
+            self._mj = (
+                d.qpos, d.xanchor, d.xaxis, d.site_xpos, d.geom_xpos, m.geom_size, m.site_size,
+            )  # fmt: skip
         return self._gather_contacts(m, d) if contacts and d.ncon else 0
 
     def _gather_contacts(self, m: mujoco.MjModel, d: mujoco.MjData) -> int:

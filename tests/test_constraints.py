@@ -231,7 +231,7 @@ def test_keepout_row_forbids_approaching_at_the_margin() -> None:
 
 
 def test_keepout_on_the_arm(make_task: MakeTask) -> None:
-    # margin = the current distance of the ee to the obstacle: no approach allowed for the ee site
+    # margin = the current distance of the nearest site's sphere to the obstacle: no approach
     env = make_task("reach")
     env.reset(seed=0)
     view = SafebotArmView(env)
@@ -241,7 +241,10 @@ def test_keepout_on_the_arm(make_task: MakeTask) -> None:
     np.testing.assert_allclose(ee, state.ee_pos)  # ee_site is listed first in reach.toml
     sep = np.abs(ee - centre) - half
     j = int(np.argmax(sep))
-    margins = [float(np.max(np.abs(p - centre) - half)) for p, _ in state.sites]
+    margins = [
+        float(np.max(np.abs(p - centre) - half)) - r
+        for (p, _), r in zip(state.sites, state.site_radius, strict=True)
+    ]
     margin = min(margins)
     envelope = Envelope(
         {
@@ -259,6 +262,74 @@ def test_keepout_on_the_arm(make_task: MakeTask) -> None:
     k = int(np.argmax(np.abs(rel) - half))
     approach = -np.sign(rel[k]) * (S @ u + s)[k]
     assert approach <= 1e-9
+
+
+HAND_RADIUS = 0.046  # site_hand's size in assets/panda/panda.xml
+
+
+def test_keepout_keeps_the_sphere_around_a_site_outside_the_box() -> None:
+    """A site is the centre of a bulky link: its sphere, not its centre, must keep the margin."""
+    centre, half, margin = np.zeros(3), np.array([0.1, 0.2, 0.3]), 0.02
+    site = np.array([0.1 + margin + 0.03, 0.0, 0.0])  # centre 3 cm beyond the margin
+    sites = [(site, (np.eye(3), np.zeros(3)))]
+    state = _identity_state(site, sites=sites, boxes=[(centre, half)], site_radius=[HAND_RADIUS])
+    rows = constraints.keepout_rows(state, margin, GAIN, BACKOFF)
+    # the sphere is 1.6 cm inside the margin: back off, at most at the back-off speed
+    assert rows.b[0] == pytest.approx(max(GAIN * (0.03 - HAND_RADIUS), -BACKOFF))
+    assert rows.b[0] < 0.0
+    u = _project(np.array([-0.3, 0.1, 0.0]), rows)  # toward the box, and along it
+    assert u[0] >= BACKOFF - 1e-12  # cut to a retreat
+    assert u[1] == pytest.approx(0.1)
+    bounds = Envelope({"keepout": Limit.make("keepout", margin, margin, -1.0)}).bounds()
+    assert constraints.margins(state, bounds)["keepout"] == pytest.approx(0.03 - HAND_RADIUS)
+    # the same site as a point (no radii given: backward compatible) may still approach
+    point = _identity_state(site, sites=sites, boxes=[(centre, half)])
+    assert constraints.keepout_rows(point, margin, GAIN, BACKOFF).b[0] == pytest.approx(GAIN * 0.03)
+    assert constraints.margins(point, bounds)["keepout"] == pytest.approx(0.03)
+    bad = _identity_state(site, sites=sites, boxes=[(centre, half)], site_radius=[0.01, 0.02])
+    with pytest.raises(ValueError, match="radii"):
+        constraints.keepout_rows(bad, margin, GAIN, BACKOFF)
+
+
+def test_keepout_on_the_arm_counts_the_hand_radius(make_task: MakeTask) -> None:
+    """The hand's centre beyond the margin but its sphere (0.046 m) inside: approach is cut."""
+    env = make_task("reach")
+    env.reset(seed=0)
+    for _ in range(100):  # lower the hand beside the obstacle (unshielded, slowly)
+        if env.physics.ee_pos()[2] < 0.2:
+            break
+        env.step(np.clip(np.array([0.0, 0.0, -0.3]) / env.action_scale, -1.0, 1.0))
+    for _ in range(5):
+        env.step(np.zeros(3))
+    state = SafebotArmView(env).state()
+    spec = env.task.limits.keepout
+    assert spec is not None
+    hand = spec.sites.index("site_hand")
+    assert state.site_radius[hand] == pytest.approx(HAND_RADIUS)
+    (centre, half), *_ = state.boxes
+    seps = [float(np.max(np.abs(p - centre) - half)) for p, _ in state.sites]
+    assert int(np.argmin(seps)) == hand  # the hand's centre is the site nearest the box
+    margin = seps[hand] - 0.02  # every centre is beyond the margin, the hand's by 2 cm
+    envelope = Envelope(
+        {
+            "keepout": Limit.make("keepout", margin, margin, -1.0),
+            "ee_speed": Limit.make("ee_speed", [1.0] * 3, 1.0),
+        }
+    )
+    bounds = envelope.bounds()
+    m = constraints.margins(state, bounds)["keepout"]
+    assert m == pytest.approx(0.02 - HAND_RADIUS)  # negative: the hand's sphere is inside
+    rows = constraints.build(state, envelope, env.action_scale, bounds)
+    keepout = np.flatnonzero(rows.kind == KIND_CODE["keepout"])
+    assert len(keepout) == len(state.sites)  # one box: one row per site, in order
+    assert rows.b[keepout[hand]] < 0.0  # the hand must back off
+    pos, (S, s) = state.sites[hand]
+    rel = pos - centre
+    j = int(np.argmax(np.abs(rel) - half))
+    toward = np.zeros(3)
+    toward[j] = -np.sign(rel[j])  # the hand's way into the box
+    u = _project(toward, rows)
+    assert -np.sign(rel[j]) * (S @ u + s)[j] < 0.0  # the hand moves away instead
 
 
 def test_contact_row_forbids_pushing_further_at_the_bound() -> None:

@@ -23,7 +23,7 @@ import pytest
 
 from safebot import constraints, kernels
 from safebot.constraints import PackedState, Rows
-from safebot.envelope import Bounds, Envelope
+from safebot.envelope import Bounds, Envelope, Limit
 from safebot.envs import ArmTaskEnv
 from safebot.envs.tasks import ReachEnv
 from safebot.shield import ArmView, SafebotArmView, Shield
@@ -106,6 +106,8 @@ def test_packed_rows_and_margins_match_the_reference(make_task: MakeTask, task: 
         env.set_width(WIDTHS[i % len(WIDTHS)])
         state = arm.state()
         bounds = env.envelope.bounds()
+        if state.sites:  # the link sites' radii (model.site_size) are part of the comparison
+            assert len(state.site_radius) == len(state.sites) and min(state.site_radius) > 0
         packed = constraints.pack_state(state, len(arm.scale))
         pb = constraints.pack_bounds(bounds, env.envelope, state.dt)
         _assert_same_rows(
@@ -134,6 +136,7 @@ def test_fast_arm_state_matches_state(make_task: MakeTask, task: str) -> None:
             np.testing.assert_allclose(
                 getattr(fast, name), getattr(ref, name), rtol=RTOL, atol=1e-12
             )
+        np.testing.assert_array_equal(fast.site_radius, ref.site_radius)  # model.site_size
         for name in ("site_pos", "S", "s", "box_c", "box_h"):
             np.testing.assert_allclose(
                 getattr(fast, name), getattr(ref, name), rtol=RTOL, atol=1e-12
@@ -339,6 +342,51 @@ def test_an_env_with_its_own_action_map_leaves_the_fast_path() -> None:
     env.close()
 
 
+def _random_state(rng: np.random.Generator, k: int, radii: bool) -> constraints.ArmState:
+    """A hand-built state: random sites around two boxes, some inside, with or without radii."""
+    boxes = [(rng.uniform(-0.2, 0.2, 3), rng.uniform(0.05, 0.2, 3)) for _ in range(2)]
+    sites = [
+        (rng.uniform(-0.5, 0.5, 3), (rng.normal(size=(3, k)), rng.normal(0.0, 0.05, 3)))
+        for _ in range(4)
+    ]
+    return constraints.ArmState(
+        dt=0.04,
+        ee_pos=sites[0][0].copy(),
+        ee_map=(rng.normal(size=(3, k)), np.zeros(3)),
+        sites=sites,
+        boxes=boxes,
+        site_radius=list(rng.uniform(0.0, 0.1, len(sites))) if radii else [],
+    )
+
+
+def test_site_radii_pack_and_build_like_the_reference() -> None:
+    """Hand-built states (ArmState made by callers, with and without site radii) through
+    pack_state + build_into / margins_into == build / margins, at every keep-out margin."""
+    rng = np.random.default_rng(6)
+    k = 3
+    for i in range(200):
+        state = _random_state(rng, k, radii=i % 4 != 0)
+        margin = float(rng.uniform(0.0, 0.1))
+        envelope = Envelope(
+            {
+                "keepout": Limit.make("keepout", margin, margin, -1.0),
+                "ee_speed": Limit.make("ee_speed", [1.0] * 3, 1.0),
+            }
+        )
+        bounds = envelope.bounds()
+        packed = constraints.pack_state(state, k)
+        np.testing.assert_array_equal(packed.site_radius, state.radii())
+        pb = constraints.pack_bounds(bounds, envelope, state.dt)
+        ref = constraints.build(state, envelope, np.ones(k), bounds)
+        _assert_same_rows(ref, constraints.build_packed(packed, pb, np.ones(k)))
+        assert constraints.margins_packed(packed, pb) == constraints.margins(state, bounds)
+    # a state packed after one with radii: no stale radius survives in the reused buffers
+    out = constraints.pack_state(_random_state(rng, k, radii=True), k)
+    state = _random_state(rng, k, radii=False)
+    constraints.pack_state(state, k, out)
+    np.testing.assert_array_equal(out.site_radius, 0.0)
+
+
 def test_arm_index_refuses_free_joints(make_task: MakeTask) -> None:
     base = make_task("push")
     block = mujoco.mj_name2id(base.model, mujoco.mjtObj.mjOBJ_BODY, "block")
@@ -373,12 +421,20 @@ def test_undersized_buffers_raise_instead_of_writing_past_them(make_task: MakeTa
     bounds = constraints.pack_bounds(env.envelope.bounds(), env.envelope, arm.dt)
     arm.pack(PackedState(3))  # pack reserves what it needs
     empty = PackedState(3)  # capacity 0
-    qpos, xanchor, xaxis, site_xpos, geom_xpos, geom_size = arm._mj
+    qpos, xanchor, xaxis, site_xpos, geom_xpos, geom_size, site_size = arm._mj
     with pytest.raises(ValueError, match="too small"):
         constraints.arm_state_into(
             arm._mode, 0.05, arm._idx, qpos, xanchor, xaxis, site_xpos, geom_xpos, geom_size,
-            env.unwrapped.q_low, env.unwrapped.q_high, arm._con, 0, arm._work,
+            site_size, env.unwrapped.q_low, env.unwrapped.q_high, arm._con, 0, arm._work,
             empty.Fk, empty.F3, empty.F1, empty.dims,
+        )  # fmt: skip
+    fits = PackedState(3)
+    arm.pack(fits)
+    with pytest.raises(ValueError, match="site_size"):  # not the model's (nsite, 3) array
+        constraints.arm_state_into(
+            arm._mode, 0.05, arm._idx, qpos, xanchor, xaxis, site_xpos, geom_xpos, geom_size,
+            site_size[:1], env.unwrapped.q_low, env.unwrapped.q_high, arm._con, 0, arm._work,
+            fits.Fk, fits.F3, fits.F1, fits.dims,
         )  # fmt: skip
     packed = constraints.pack_state(arm.state(), 3)
     A, b, kind = np.zeros((5, 3)), np.zeros(5), np.zeros(5, dtype=np.int64)
@@ -415,6 +471,13 @@ def test_the_comparison_catches_a_wrong_row(make_task: MakeTask) -> None:
         _assert_same_rows(ref, wrong)
     with pytest.raises(AssertionError):
         _assert_same_rows(ref, Rows(ref.A[:-1], ref.b[:-1], ref.kind[:-1]))
+    # a site radius the fast path ignored (or got wrong) would be noticed too
+    packed = constraints.pack_state(state, 3)
+    packed.site_radius[:] += 1e-6
+    pb = constraints.pack_bounds(bounds, env.envelope, state.dt)
+    with pytest.raises(AssertionError):
+        _assert_same_rows(ref, constraints.build_packed(packed, pb, arm.scale))
+    assert constraints.margins_packed(packed, pb) != constraints.margins(state, bounds)
 
 
 def test_envelope_revision_counts_width_changes() -> None:
