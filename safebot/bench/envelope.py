@@ -569,6 +569,8 @@ def plot_curves(
                 ax.plot(steps, mean, "-", marker=".", color=color, label=sched)
                 if len(runs) > 1:
                     ax.fill_between(steps, lo, hi, color=color, alpha=0.15, linewidth=0)
+            if metric == "train_cost":
+                ax.set_yscale("symlog", linthresh=10.0)  # shielded runs near 0, unshielded 1000s
             ax.set_title(f"{task}: {label}")
             ax.set_xlabel("training steps")
             ax.grid(alpha=0.3)
@@ -593,23 +595,28 @@ def plot_tradeoff(path: Path, summary: Mapping[str, Any]) -> Path:
         for sched, e in per.items():
             c, s = e["train_cost"], e["final_success"]
 
-            def err(iv: Mapping[str, Any]) -> list[list[float]]:
+            def err(iv: Mapping[str, Any], low: float, high: float) -> list[list[float]]:
+                # drawn clipped to what the quantity can be (t-intervals of 2-3 seeds
+                # overshoot [0, 1] and go below zero); summary.json keeps them unclipped
                 if iv["lo"] is None:
                     return [[0.0], [0.0]]
-                return [[iv["mean"] - iv["lo"]], [iv["hi"] - iv["mean"]]]
+                m = iv["mean"]
+                return [[m - max(iv["lo"], low)], [min(iv["hi"], high) - m]]
 
             ax.errorbar(
                 [c["mean"]],
                 [s["mean"]],
-                xerr=err(c),
-                yerr=err(s),
+                xerr=err(c, 0.0, math.inf),
+                yerr=err(s, 0.0, 1.0),
                 fmt="o",
                 capsize=4,
                 color=_COLORS.get(sched),
                 label=sched,
             )
             ax.annotate(sched, (c["mean"], s["mean"]), textcoords="offset points", xytext=(5, 4))
-        ax.set_xlabel("cumulative training cost (damage events)")
+        ax.set_xscale("symlog", linthresh=10.0)  # costs span 0 to thousands
+        ax.set_xlim(left=-1.0)
+        ax.set_xlabel("cumulative training cost (damage events, symlog)")
         ax.set_ylabel("final held-out success")
         ax.set_ylim(-0.05, 1.05)
         ax.set_title(f"{task}: mean and 95 % interval over seeds")
@@ -659,7 +666,7 @@ def write_outputs(
                 outcomes,
                 [
                     ("success_rate", "held-out success"),
-                    ("train_cost", "cumulative training cost"),
+                    ("train_cost", "cumulative training cost (symlog)"),
                     ("cost_rate", "held-out cost per step"),
                 ],
                 "learning curves (mean over seeds, band: min-max)",
