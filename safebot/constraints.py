@@ -34,20 +34,12 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from safebot.envelope import Bounds, Envelope
+from safebot.envelope import LIMIT_KINDS, Bounds, Envelope
 
 F64 = NDArray[np.float64]
 
 # Row kind codes; index into ROW_KINDS. "action_box" keeps u inside the hard action scale.
-ROW_KINDS = (
-    "action_box",
-    "joint_velocity",
-    "ee_speed",
-    "workspace",
-    "keepout",
-    "joint_position",
-    "contact_force",
-)
+ROW_KINDS = ("action_box", *LIMIT_KINDS)
 KIND_CODE = {k: i for i, k in enumerate(ROW_KINDS)}
 
 _CORNERS = np.array(

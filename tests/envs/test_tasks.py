@@ -16,6 +16,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import safebot.envs
 from safebot.envs import COST_TERMS, TASK_IDS, ArmTaskEnv, PressEnv, PushEnv, ReachEnv
 from safebot.resources import resolve
+from safebot.scripted import _segment_hits_box
 from safebot.shield import Shield
 from safebot.spec import TaskSpec, load_task
 
@@ -316,22 +317,7 @@ def test_wrong_action_shape_raises(make_task: MakeTask) -> None:
 
 
 # --------------------------------------------------------------------------- a scripted solution
-
-
-def _segment_hits_box(p: np.ndarray, q: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
-    """Slab test: does the segment p -> q cross the box [lo, hi]?"""
-    d = q - p
-    t0, t1 = 0.0, 1.0
-    for i in range(3):
-        if abs(d[i]) < 1e-12:
-            if not lo[i] <= p[i] <= hi[i]:
-                return False
-            continue
-        a, b = sorted(((lo[i] - p[i]) / d[i], (hi[i] - p[i]) / d[i]))
-        t0, t1 = max(t0, a), min(t1, b)
-        if t0 > t1:
-            return False
-    return True
+# (its own simple controller; the slab test is shared with safebot.scripted)
 
 
 def _reach_target(ee: np.ndarray, goal: np.ndarray, boxes: list[Any], clear: float = 0.06) -> Any:
