@@ -48,7 +48,9 @@ def test_width_trades_success_for_cost(task: str, episodes: int) -> None:
 
 
 def test_evaluation_reports_every_cost_term() -> None:
-    r = evaluate_scripted("press", width=0.0, episodes=1, seed=3)
+    r = evaluate_scripted(
+        "press", width=0.0, episodes=1, seed=0
+    )  # seed 0: runs out of time at the start bound
     assert set(r) == {
         "success_rate",
         "cost_rate",
