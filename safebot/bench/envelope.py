@@ -470,12 +470,16 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     """One table per task (mean [95 % interval] over seeds) and the goal check."""
     lines = []
     budget = summary["budget"]
-    lines.append(
-        f"Budget per run: {budget['steps']} steps; evaluation every "
-        f"{budget['eval_every'] or 'task default'} steps on "
-        f"{budget['eval_episodes'] or 'task default'} held-out episodes. "
-        "Cells: mean [95 % t-interval] over seeds."
-    )
+    lines.append(f"Budget per run: {budget['steps']} training steps.")
+    for task, ls in summary.get("learner", {}).items():
+        lines.append(
+            f"{task}: {ls['algo'].upper()}{'+HER' if ls['her'] else ''}, nets {ls['net_arch']}, "
+            f"learning starts {ls['learning_starts']}, batch {ls['batch_size']}, "
+            f"{ls['gradient_steps']} gradient step(s) every {ls['train_freq']} env step(s), "
+            f"{ls['n_envs']} env(s); held-out evaluation every {ls['eval_every']} steps "
+            f"on {ls['eval_episodes']} episodes."
+        )
+    lines.append("Cells: mean [95 % t-interval] over seeds.")
     for task, per in summary["results"].items():
         lines += [
             "",
@@ -512,15 +516,21 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_COLORS = {
-    "none": "tab:gray",
-    "penalty": "tab:brown",
-    "static-tight": "tab:blue",
-    "static-loose": "tab:orange",
-    "linear": "tab:purple",
-    "pi": "tab:olive",
-    "competence": "tab:green",
+# colour, marker, line style per scheduler: schedulers that coincide (competence
+# stuck at width 0 is static-tight, seed for seed) stay visible on top of each other
+_STYLE: dict[str, tuple[str, str, str]] = {
+    "none": ("tab:gray", "X", ":"),
+    "penalty": ("tab:brown", "P", ":"),
+    "static-tight": ("tab:blue", "s", "--"),
+    "static-loose": ("tab:orange", "D", "--"),
+    "linear": ("tab:purple", "^", "-."),
+    "pi": ("tab:olive", "v", "-."),
+    "competence": ("tab:green", "o", "-"),
 }
+
+
+def _style(sched: str) -> tuple[str, str, str]:
+    return _STYLE.get(sched, ("black", ".", "-"))
 
 
 def _mean_curve(
@@ -553,7 +563,7 @@ def plot_curves(
     fig, axes = plt.subplots(
         len(tasks),
         len(metrics),
-        figsize=(4.6 * len(metrics), 3.2 * len(tasks)),
+        figsize=(4.6 * len(metrics) + 1.6, 3.2 * len(tasks) + 0.4),
         squeeze=False,
         sharex="row",
     )
@@ -565,8 +575,18 @@ def plot_curves(
             for sched in scheds:
                 runs = [o for o in mine if o.spec.scheduler == sched]
                 steps, mean, lo, hi = _mean_curve(runs, metric)
-                color = _COLORS.get(sched)
-                ax.plot(steps, mean, "-", marker=".", color=color, label=sched)
+                color, marker, line = _style(sched)
+                ax.plot(
+                    steps,
+                    mean,
+                    line,
+                    marker=marker,
+                    color=color,
+                    label=sched,
+                    markersize=5,
+                    markerfacecolor="none",
+                    alpha=0.9,
+                )
                 if len(runs) > 1:
                     ax.fill_between(steps, lo, hi, color=color, alpha=0.15, linewidth=0)
             if metric == "train_cost":
@@ -574,12 +594,21 @@ def plot_curves(
             ax.set_title(f"{task}: {label}")
             ax.set_xlabel("training steps")
             ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="best")
+    fig.legend(*axes[0][-1].get_legend_handles_labels(), loc="center right", fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0 - 1.5 / fig.get_figwidth(), 1.0))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _err(iv: Mapping[str, Any], low: float, high: float) -> list[list[float]]:
+    # drawn clipped to what the quantity can be (t-intervals of 2-3 seeds overshoot
+    # [0, 1] and go below zero); summary.json keeps them unclipped
+    if iv["lo"] is None:
+        return [[0.0], [0.0]]
+    m = iv["mean"]
+    return [[m - max(iv["lo"], low)], [min(iv["hi"], high) - m]]
 
 
 def plot_tradeoff(path: Path, summary: Mapping[str, Any]) -> Path:
@@ -590,30 +619,25 @@ def plot_tradeoff(path: Path, summary: Mapping[str, Any]) -> Path:
     import matplotlib.pyplot as plt
 
     per_task = summary["results"]
-    fig, axes = plt.subplots(1, len(per_task), figsize=(5.6 * len(per_task), 4.4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(per_task), figsize=(5.6 * len(per_task) + 1.6, 4.4), squeeze=False
+    )
     for ax, (task, per) in zip(axes[0], per_task.items(), strict=True):
         for sched, e in per.items():
             c, s = e["train_cost"], e["final_success"]
 
-            def err(iv: Mapping[str, Any], low: float, high: float) -> list[list[float]]:
-                # drawn clipped to what the quantity can be (t-intervals of 2-3 seeds
-                # overshoot [0, 1] and go below zero); summary.json keeps them unclipped
-                if iv["lo"] is None:
-                    return [[0.0], [0.0]]
-                m = iv["mean"]
-                return [[m - max(iv["lo"], low)], [min(iv["hi"], high) - m]]
-
             ax.errorbar(
                 [c["mean"]],
                 [s["mean"]],
-                xerr=err(c, 0.0, math.inf),
-                yerr=err(s, 0.0, 1.0),
-                fmt="o",
+                xerr=_err(c, 0.0, math.inf),
+                yerr=_err(s, 0.0, 1.0),
+                fmt=_style(sched)[1],
+                markersize=8,
+                markerfacecolor="none",
                 capsize=4,
-                color=_COLORS.get(sched),
+                color=_style(sched)[0],
                 label=sched,
             )
-            ax.annotate(sched, (c["mean"], s["mean"]), textcoords="offset points", xytext=(5, 4))
         ax.set_xscale("symlog", linthresh=10.0)  # costs span 0 to thousands
         ax.set_xlim(left=-1.0)
         ax.set_xlabel("cumulative training cost (damage events, symlog)")
@@ -621,11 +645,33 @@ def plot_tradeoff(path: Path, summary: Mapping[str, Any]) -> Path:
         ax.set_ylim(-0.05, 1.05)
         ax.set_title(f"{task}: mean and 95 % interval over seeds")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    fig.legend(*axes[0][-1].get_legend_handles_labels(), loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0 - 1.5 / fig.get_figwidth(), 1.0))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def learner_settings(cfg: SweepConfig) -> dict[str, dict[str, Any]]:
+    """Per task, the learner and evaluation settings its runs used (task defaults resolved)."""
+    out: dict[str, dict[str, Any]] = {}
+    for run in cfg.runs():
+        if run.task_name in out:
+            continue
+        t = task_spec_for(run).train
+        out[run.task_name] = {
+            "algo": t.algo,
+            "her": t.her and t.algo == "sac",
+            "net_arch": list(t.net_arch),
+            "learning_starts": t.learning_starts,
+            "batch_size": t.batch_size,
+            "train_freq": t.train_freq,
+            "gradient_steps": t.gradient_steps,
+            "n_envs": t.n_envs,
+            "eval_every": cfg.eval_every or t.eval_every,
+            "eval_episodes": cfg.eval_episodes or t.eval_episodes,
+        }
+    return out
 
 
 def write_outputs(
@@ -641,10 +687,12 @@ def write_outputs(
             "seeds": list(cfg.seeds),
         },
         "budget": cfg.budget(),
+        "learner": learner_settings(cfg),
         "interval": "95 % Student-t interval of the mean over seeds (lo/hi null for one seed)",
         "results": results,
         "goal": {task: goal_check(per) for task, per in results.items()},
-        "wall_s": {o.spec.label: round(o.wall_s, 1) for o in outcomes if o.trained},
+        # training wall time of each run as train() logged it (summed over resumes)
+        "run_wall_s": {o.spec.label: o.curves[-1].get("wall_s") for o in outcomes},
         "failed": dict(failed),
     }
     files = [out / "results.csv", out / "summary.json", out / "summary.md"]
@@ -657,7 +705,7 @@ def write_outputs(
                 out / "envelope_width.png",
                 outcomes,
                 [("width", "envelope width")],
-                "envelope width against training steps (mean over seeds, band: min-max)",
+                "envelope width (mean over seeds, band: min-max)",
             )
         )
         files.append(
