@@ -33,6 +33,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3 import PPO, SAC, HerReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure as configure_logger
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
@@ -726,6 +727,7 @@ def train(
                 ) from None
         env_cb.load_state_dict(state["callback"])
         _truncate_metrics(metrics, model.num_timesteps)
+        env_cb.last = _last_metrics_row(metrics)  # so a finished run is not evaluated twice
         reset = False
     else:
         if metrics.exists():
@@ -760,6 +762,9 @@ def train(
             reset_num_timesteps=reset,
             tb_log_name="run",
         )
+    else:
+        # resumed at or past the end: learn() never ran, so SB3 has set up no logger yet
+        model.set_logger(configure_logger(None, []))
     # a final evaluation at the end, so every run reports where it finished
     env_cb.init_callback(model)
     env_cb.num_timesteps = model.num_timesteps
@@ -772,6 +777,23 @@ def train(
     vec.close()
     eval_env.close()
     return RunResult(run_dir, model.num_timesteps, final, time.perf_counter() - t0)
+
+
+def _last_metrics_row(path: Path) -> dict[str, Any]:
+    """The last row of ``metrics.csv`` with numbers parsed (empty if there is none)."""
+    if not path.exists():
+        return {}
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    row: dict[str, Any] = {}
+    for k, v in rows[-1].items():
+        try:
+            row[k] = int(v) if k in ("step", "train_steps") else float(v)
+        except ValueError:
+            row[k] = v
+    return row
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -148,3 +148,16 @@ def test_her_relabelling_sees_the_info_the_shaping_needs(tmp_path: Path, schedul
         spec, RunOptions(scheduler=scheduler, steps=200, **TINY), out=tmp_path / "r", progress=False
     )
     assert result.steps >= 200
+
+
+@pytest.mark.slow
+def test_resume_of_a_finished_run_neither_crashes_nor_evaluates_twice(tmp_path: Path) -> None:
+    # regression: with the last checkpoint at the final step, learn() never ran on resume, SB3 had
+    # no logger (AttributeError '_logger') and the final evaluation was logged a second time
+    out = tmp_path / "run"
+    train("reach", RunOptions(steps=128, **TINY), out=out, progress=False)
+    before = _rows(out / "metrics.csv")
+    result = train("reach", RunOptions(steps=128), out=out, resume=True, progress=False)
+    assert result.steps == 128
+    assert _rows(out / "metrics.csv") == before
+    assert result.final["step"] == 128 and 0.0 <= result.final["width"] <= 1.0
