@@ -318,17 +318,7 @@ _BF_JVEL = _BF_PAR + _NPAR  # the joint velocity bound follows par
 MARGIN_KINDS = ("workspace", "keepout", "joint_position", "contact_force")
 """Order of the margins the fast path reports (bit ``i`` of its mask = ``MARGIN_KINDS[i]``)."""
 
-_K_JV, _K_EE, _K_WS, _K_KO, _K_JP, _K_CF = (
-    KIND_CODE[k]
-    for k in (
-        "joint_velocity",
-        "ee_speed",
-        "workspace",
-        "keepout",
-        "joint_position",
-        "contact_force",
-    )
-)
+_K_JV, _K_EE, _K_WS, _K_KO, _K_JP, _K_CF = (KIND_CODE[k] for k in LIMIT_KINDS)
 
 
 @njit(cache=True)
