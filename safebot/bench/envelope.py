@@ -38,7 +38,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -207,36 +207,15 @@ def run_one(run: RunSpec) -> RunOutcome:
             checkpoint_every=run.checkpoint_every,
             cost_penalty=run.cost_penalty,
         )
-        resume = (run_dir / "config.toml").is_file() and not _checkpoint_at_end(run_dir, run.steps)
+        resume = (run_dir / "config.toml").is_file()
         train(
             task_spec_for(run), opts, out=run_dir, resume=resume, force=not resume, progress=False
         )
         trained = True
-    metrics = (run_dir / "metrics.csv").read_text()
-    return RunOutcome(
-        spec=run,
-        metrics_csv=metrics,
-        summary_json=(run_dir / "summary.json").read_text(),
-        totals=run_totals(parse_metrics(metrics)),
-        trained=trained,
-        wall_s=time.perf_counter() - t0,
-    )
-
-
-def _checkpoint_at_end(run_dir: Path, steps: int) -> bool:
-    """Whether the run was killed after its last checkpoint at (or past) ``steps``.
-
-    ``train(resume=True)`` cannot finish such a run: with nothing left to learn
-    it runs the final evaluation on a model whose SB3 logger was never set up
-    (``AttributeError: 'SAC' object has no attribute '_logger'``). The window is
-    the final evaluation and save, a few seconds per run; such a run is trained
-    again from scratch rather than patched up from train's checkpoint files.
-    """
-    latest = run_dir / "ckpt" / "latest.json"
-    try:
-        return int(json.loads(latest.read_text())["step"]) >= steps
-    except (OSError, ValueError, KeyError, TypeError):
-        return False  # no or unreadable index: train() decides (fresh start or a clear error)
+    outcome = read_finished(run)
+    if outcome is None:
+        raise RuntimeError(f"{run_dir}: training ended without summary.json and metrics.csv")
+    return replace(outcome, trained=trained, wall_s=time.perf_counter() - t0)
 
 
 def read_finished(run: RunSpec) -> RunOutcome | None:

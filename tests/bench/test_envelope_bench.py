@@ -331,7 +331,7 @@ def test_restart_skips_finished_runs_and_resumes_partial_ones(
 
 
 @pytest.mark.slow
-def test_a_run_killed_after_its_last_checkpoint_is_retrained(
+def test_a_run_killed_after_its_last_checkpoint_is_finished_on_restart(
     local_sweep: Path, tmp_path: Path
 ) -> None:
     import shutil
