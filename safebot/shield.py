@@ -444,8 +444,7 @@ class Shield(gym.Wrapper[Any, np.ndarray, Any, np.ndarray]):
         k = len(scale)
         if a.shape[0] != k:
             raise ValueError(f"action has shape {np.shape(action)}, expected ({k},)")
-        env = self.envelope
-        if self._bounds_key != (env, env._revision, env.barrier_gain, env.joint_gain):
+        if self._bounds_key != self._envelope_key():
             self._pack_bounds()
         bounds, buf = self._bounds, self._buf
         # state -> u_raw = scale * clip(a), rows A u <= b, margins: one numba call for safebot arms
@@ -488,11 +487,17 @@ class Shield(gym.Wrapper[Any, np.ndarray, Any, np.ndarray]):
         self._bounds: PackedBounds
         self._contacts: bool
         self._mean_width: float
-        env = self.envelope
-        self._bounds_key = (env, env._revision, env.barrier_gain, env.joint_gain)
+        self._width_obs: np.ndarray
+        self._bounds_key = self._envelope_key()
         self._bounds = constraints.pack_bounds(self.envelope.bounds(), self.envelope, self.arm.dt)
         self._contacts = bool(self._bounds.flags[constraints.F_CONTACT])  # contact rows needed
         self._mean_width = self.envelope.mean_width()
+        w = self.envelope.width
+        self._width_obs = np.array([w[k] for k in self.envelope.kinds])
+
+    def _envelope_key(self) -> tuple[Any, ...]:
+        env = self.envelope
+        return (env, env._revision, env.barrier_gain, env.joint_gain)
 
     def _names(self, mask: int) -> tuple[str, ...]:
         """Names of the limit kinds in ``mask`` (bits of ROW_KINDS), sorted, action box left out."""
@@ -503,6 +508,6 @@ class Shield(gym.Wrapper[Any, np.ndarray, Any, np.ndarray]):
     def _augment(self, obs: Any) -> Any:
         if not self.observe_width:
             return obs
-        w = self.envelope.width
-        extra = np.array([w[k] for k in self.envelope.kinds])
-        return {**obs, "observation": np.concatenate([obs["observation"], extra])}
+        if self._bounds_key != self._envelope_key():
+            self._pack_bounds()  # reset() after a width change: the cached width observation too
+        return {**obs, "observation": np.concatenate([obs["observation"], self._width_obs])}

@@ -634,10 +634,6 @@ def _load_model(spec: TaskSpec, path: Path, vec: Any) -> Any:
         ) from None
 
 
-def build_scheduler(spec: TaskSpec, kinds: tuple[str, ...]) -> Scheduler:
-    return make_scheduler(spec.scheduler, kinds)
-
-
 def train(
     task: str | Path | TaskSpec,
     opts: RunOptions = RunOptions(),
@@ -692,13 +688,11 @@ def train(
     shielded = sched_name not in ("none", "penalty")
     penalty = opts.cost_penalty if sched_name == "penalty" else None
 
-    eval_env = make_env(spec)
-    kinds = eval_env.envelope.kinds
-    scheduler = build_scheduler(spec, kinds) if shielded else None
-    fixed_width: Any = 1.0
+    eval_env = make_env(spec, shielded=shielded)
+    scheduler = make_scheduler(spec.scheduler, eval_env.envelope.kinds) if shielded else None
+    # unshielded baselines run (and report margins) at the caps
+    fixed_width = 1.0
     width0 = scheduler.width if scheduler is not None else fixed_width
-    if not shielded:
-        eval_env.enabled = False
     vec = make_vec_env(spec, width=width0, shielded=shielded, penalty=penalty)
     metrics = run_dir / "metrics.csv"
     env_cb = EnvelopeCallback(
