@@ -38,6 +38,13 @@ class RobotSection(Frozen):
 
     scene: str = Field(description="MJCF scene, relative to assets/ (e.g. 'panda/scene_reach.xml')")
     action_mode: Literal["joint_velocity", "ee_velocity"] = "joint_velocity"
+    observation: Literal["full", "cartesian"] = Field(
+        "full",
+        description=(
+            "'full': joint positions and velocities, end-effector position and velocity, task state; "
+            "'cartesian': no joint state, so an ee_velocity policy is not tied to one arm's joints"
+        ),
+    )
     control_hz: PositiveFloat = 25.0
     substeps: Annotated[int, Field(ge=1, le=1000)] = 20
     max_episode_steps: Annotated[int, Field(ge=1, le=100_000)] = 50
@@ -54,6 +61,15 @@ class RobotSection(Frozen):
         if len(v) != 7:
             raise ValueError(f"home must list 7 arm joints, got {len(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _cartesian_needs_ee(self) -> RobotSection:
+        if self.observation == "cartesian" and self.action_mode != "ee_velocity":
+            raise ValueError(
+                "observation = 'cartesian' needs action_mode = 'ee_velocity' "
+                "(a joint-velocity policy has to see the joints it commands)"
+            )
+        return self
 
 
 class GoalSection(Frozen):
@@ -183,6 +199,35 @@ class TrainSection(Frozen):
     )
     checkpoint_every: Annotated[int, Field(ge=1)] = 5_000
     save_replay_buffer: bool = True
+    # learning from the scripted controllers (safebot.scripted), SAC only
+    demo_episodes: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description=(
+            "scripted episodes run through the shield at the start width and put in the "
+            "replay buffer before learning"
+        ),
+    )
+    bc_weight: NonNegFloat = Field(
+        0.0, description="weight of a behaviour-cloning loss on the demonstrations in the actor update"
+    )
+    bc_steps: Annotated[int, Field(ge=0)] = Field(
+        0, description="training steps over which bc_weight decays linearly to 0"
+    )
+    bc_pretrain: Annotated[int, Field(ge=0)] = Field(
+        0, description="behaviour-cloning gradient steps on the actor before learning starts"
+    )
+
+    @model_validator(mode="after")
+    def _demos_need_sac(self) -> TrainSection:
+        uses = self.demo_episodes > 0 or self.bc_weight > 0 or self.bc_pretrain > 0
+        if uses and self.algo != "sac":
+            raise ValueError(
+                "demo_episodes / bc_weight / bc_pretrain need algo = 'sac' "
+                "(demonstrations go into an off-policy replay buffer)"
+            )
+        if (self.bc_weight > 0 or self.bc_pretrain > 0) and self.demo_episodes == 0:
+            raise ValueError("bc_weight / bc_pretrain need demo_episodes > 0 (nothing to clone)")
+        return self
 
 
 class TaskSpec(Frozen):
