@@ -21,6 +21,7 @@ import csv
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 import tomllib
@@ -39,6 +40,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from safebot import __version__
 from safebot.config import SpecError, dump_toml, parse_model
+from safebot.demos import BehaviourCloning, DemoSet, collect_demonstrations, pretrain_actor
 from safebot.envs import make_task_env
 from safebot.schedulers import (
     CompetenceConfig,
@@ -111,8 +113,23 @@ class RunOptions:
 def resolve_spec(spec: TaskSpec, opts: RunOptions) -> TaskSpec:
     """Apply the run options to the task's ``[train]`` and ``[scheduler]``; the result is what runs."""
     opts.validate()
+    demo_keys: dict[str, Any] = {}
+    if opts.algo == "ppo" and spec.train.demo_episodes > 0:
+        # demonstrations feed an off-policy replay buffer; PPO runs without them
+        print(
+            f"note: --algo ppo runs without the {spec.train.demo_episodes} scripted "
+            "demonstrations of [train] (they feed SAC's replay buffer)",
+            file=sys.stderr,
+        )
+        demo_keys = {
+            "demo_episodes": 0,
+            "bc_weight": 0.0,
+            "bc_pretrain": 0,
+            "bc_steps": 0,
+        }
     train = spec.train.model_copy(
-        update={
+        update=demo_keys
+        | {
             k: v
             for k, v in {
                 "algo": opts.algo,
@@ -720,6 +737,7 @@ def train(
                     f"replay buffer {entry['replay']} is corrupt: {type(err).__name__}: {err}"
                 ) from None
         env_cb.load_state_dict(state["callback"])
+        demos = _load_demos(run_dir) if spec.train.bc_weight > 0 else None
         _truncate_metrics(metrics, model.num_timesteps)
         env_cb.last = _last_metrics_row(metrics)  # so a finished run is not evaluated twice
         reset = False
@@ -729,6 +747,9 @@ def train(
         shaped = penalty is not None or (shielded and spec.train.correction_penalty > 0)
         model = _make_model(spec, vec, run_dir, shaped=shaped)
         reset = True
+        demos = None
+        if spec.train.demo_episodes > 0:
+            demos = _demonstrate(spec, model, width0, shielded, penalty, run_dir, progress)
         write_config(
             run_dir,
             spec,
@@ -745,6 +766,16 @@ def train(
         model.num_timesteps // spec.train.checkpoint_every + 1
     ) * spec.train.checkpoint_every
     callbacks: list[Any] = [env_cb, ckpt_cb]
+    if demos is not None and spec.train.bc_weight > 0:
+        callbacks.append(
+            BehaviourCloning(
+                demos,
+                spec.train.bc_weight,
+                spec.train.bc_steps,
+                spec.train.batch_size,
+                seed=spec.train.seed,
+            )
+        )
     if progress:
         callbacks.append(ProgressCallback(spec.train.total_steps, env_cb))
     remaining = spec.train.total_steps - model.num_timesteps
@@ -766,11 +797,64 @@ def train(
         env_cb.run_evaluation()
     _atomic_save(lambda p: model.save(p), run_dir / "final_model.zip")
     final = {**env_cb.last, "scheduler_state": scheduler.state_dict() if scheduler else None}
+    if demos is None and (run_dir / DEMOS_FILE).exists():
+        demos = _load_demos(run_dir)
+    if demos is not None:  # environment steps spent on demonstrations, beside the training steps
+        final["demonstrations"] = {
+            "episodes": demos.episodes,
+            "steps": len(demos),
+            "scripted_success_rate": demos.success_rate,
+        }
     _atomic_write_text(run_dir / "state.json", json.dumps({"callback": env_cb.state_dict()}))
     _atomic_write_text(run_dir / "summary.json", json.dumps(final, indent=2, default=float))
     vec.close()
     eval_env.close()
     return RunResult(run_dir, model.num_timesteps, final, time.perf_counter() - t0)
+
+
+DEMOS_FILE = "demos.npz"
+
+
+def _demonstrate(
+    spec: TaskSpec,
+    model: Any,
+    width: Any,
+    shielded: bool,
+    penalty: float | None,
+    run_dir: Path,
+    progress: bool,
+) -> DemoSet:
+    """Scripted demonstrations into the replay buffer (and ``demos.npz``), then the BC pretraining."""
+    t = spec.train
+    t0 = time.perf_counter()
+    if progress:
+        print(f"collecting {t.demo_episodes} scripted demonstrations at width {width} ...")
+    fns = [
+        _env_factory(spec, width, shielded, penalty, t.seed + 100_000 + i) for i in range(t.n_envs)
+    ]
+    dvec = DummyVecEnv(fns)
+    try:
+        correction = t.correction_penalty if shielded else 0.0
+        demos = collect_demonstrations(model, dvec, t.demo_episodes, correction_penalty=correction)
+    finally:
+        dvec.close()
+    demos.save(run_dir / DEMOS_FILE)
+    if t.bc_pretrain > 0:
+        pretrain_actor(model, demos, t.bc_pretrain, t.batch_size, seed=t.seed)
+    if progress:
+        print(
+            f"  {demos.episodes} episodes, {len(demos)} transitions, scripted success "
+            f"{demos.success_rate:.0%}, {t.bc_pretrain} cloning steps "
+            f"({time.perf_counter() - t0:.0f} s)"
+        )
+    return demos
+
+
+def _load_demos(run_dir: Path) -> DemoSet:
+    try:
+        return DemoSet.load(run_dir / DEMOS_FILE)
+    except (FileNotFoundError, ValueError) as err:
+        raise RunError(f"--resume: {err}") from None
 
 
 def _last_metrics_row(path: Path) -> dict[str, Any]:
