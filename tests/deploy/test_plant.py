@@ -14,7 +14,7 @@ from safebot.deploy.stubs.plant import Box, PybulletPlant
 # A box under the Franka hand / the UR tool (home poses), top at z = 0.4 / 0.35 m.
 OBSTACLES = {
     "franka_fr3": Box((0.5, 0.0, 0.2), (0.1, 0.3, 0.2)),
-    "ur5e": Box((-0.5, -0.13, 0.2), (0.1, 0.3, 0.15)),
+    "ur5e": Box((0.31, 0.0, 0.2), (0.1, 0.3, 0.15)),
 }
 
 
