@@ -212,11 +212,18 @@ def shield_config(run_dir: Path) -> tuple[ShieldConfig, Path]:
     return cfg, scene.parent
 
 
-def observation_layout(info: PolicyInfo, shield: ShieldConfig) -> tuple[tuple[str, int], ...]:
-    """Segments of ``observation``: the arm state of ``ArmTaskEnv._obs``, task extras, widths."""
+def observation_layout(
+    info: PolicyInfo, shield: ShieldConfig, *, observation: str = "full"
+) -> tuple[tuple[str, int], ...]:
+    """Segments of ``observation``: the arm state of ``ArmTaskEnv._obs``, task extras, widths.
+
+    ``observation`` is the task's ``[robot] observation``: ``"cartesian"`` has no ``q``, ``dq``.
+    """
     n = dict(info.inputs).get("observation", 0)
     k = len(shield.joints)
-    arm = [("q", k), ("dq", k), ("ee_pos", 3), ("ee_vel", 3)]
+    arm = [("ee_pos", 3), ("ee_vel", 3)]
+    if observation != "cartesian":
+        arm = [("q", k), ("dq", k), *arm]
     widths = [(f"width/{kind}", 1) for kind in shield.limits] if shield.observe_width else []
     extra = n - sum(s for _, s in arm) - len(widths)
     return tuple(arm + ([("task", extra)] if extra > 0 else []) + widths)
@@ -255,7 +262,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, force: bool = False) -> 
         ExportError: an unsupported policy, or TorchScript that disagrees with SB3.
         BundleError: ``out`` exists (without ``force``).
     """
-    from safebot.train import load_policy
+    from safebot.train import load_policy, load_run_config
 
     run_dir = Path(run_dir)
     out = Path(out)
@@ -274,7 +281,9 @@ def export_run(run_dir: str | Path, out: str | Path, *, force: bool = False) -> 
             f"TorchScript disagrees with SB3's predict by {err_max:.3g} (> {EXPORT_TOLERANCE})"
         )
     shield, scene_dir = shield_config(run_dir)
-    info = replace(info, observation_layout=observation_layout(info, shield))
+    spec, _ = load_run_config(run_dir)
+    layout = observation_layout(info, shield, observation=spec.robot.observation)
+    info = replace(info, observation_layout=layout)
     config_toml = (run_dir / CONFIG_FILE).read_text(encoding="utf-8")
     with tempfile.TemporaryDirectory() as tmp:
         pt = Path(tmp) / "policy.pt"

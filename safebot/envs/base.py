@@ -4,10 +4,16 @@ Actions are in [-1, 1]^k and scale to the task's *hard caps* (the action space
 never changes as the envelope widens; the shield projects inside it). In
 ``joint_velocity`` mode an action is the seven arm joint velocities; in
 ``ee_velocity`` mode it is the end effector's linear velocity, mapped to joint
-velocities by a damped pseudo-inverse with a null-space pull toward the home
-posture. Either way the command that reaches the velocity servos is affine in
-the physical action, ``qd = M u + c`` (:meth:`ArmTaskEnv.action_map`), which is
-what lets the shield write every joint-space limit as a row on ``u``.
+velocities by a damped pseudo-inverse (:func:`ee_velocity_map`). Either way the
+command that reaches the velocity servos is affine in the physical action,
+``qd = M u + c`` (:meth:`ArmTaskEnv.action_map`), which is what lets the shield
+write every joint-space limit as a row on ``u``.
+
+Observations (``[robot] observation``): ``"full"`` is the arm's joint positions and
+velocities, the end-effector position and velocity, then the task's entries;
+``"cartesian"`` (``ee_velocity`` only) leaves the joint state out, so the policy sees
+nothing that ties it to the Panda's seven joints and ``safebot deploy`` can run it on
+another arm (docs/deploy.md, *Retargeting*).
 
 Costs come from physics (design rule 5): every substep is checked and the
 step's cost term is 1 if any substep crossed the safe threshold.
@@ -35,6 +41,17 @@ COST_TERMS = ("contact_force", "obstacle", "joint_limit", "ee_speed")
 _PINV_DAMPING = 0.05  # damped least squares (Nakamura & Hanafusa 1986): bounded near singularities
 # Fingers held 1 cm apart: a narrow pusher that does not press the fingers into each other
 GRIPPER_OPENING = 0.01
+
+
+def ee_velocity_map(J: F64) -> tuple[F64, F64]:
+    """``(M, c)`` of ``ee_velocity`` mode for a 3×n end-effector Jacobian: ``qd = M u + c``.
+
+    ``M`` is the damped pseudo-inverse ``J^T (J J^T + λ² I)^-1`` and ``c = 0``: no
+    null-space term, so ``u = 0`` commands ``qd = 0`` and stopping is always feasible.
+    Any arm's Jacobian works (the deploy glue maps a policy onto other arms with it).
+    """
+    JJt = J @ J.T + _PINV_DAMPING**2 * np.eye(3)
+    return J.T @ np.linalg.solve(JJt, np.eye(3)), np.zeros(J.shape[1])
 
 
 def load_scene(spec: TaskSpec) -> mujoco.MjModel:
@@ -233,11 +250,7 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
         """``(M, c)`` with commanded joint velocity ``qd = M u + c`` for a physical action ``u``."""
         if self.action_mode == "joint_velocity":
             return np.eye(7), np.zeros(7)
-        J = self.physics.ee_jacobian()
-        JJt = J @ J.T + _PINV_DAMPING**2 * np.eye(3)
-        J_pinv = J.T @ np.linalg.solve(JJt, np.eye(3))
-        # no null-space term: u = 0 must command qd = 0 so that stopping is always feasible
-        return J_pinv, np.zeros(7)
+        return ee_velocity_map(self.physics.ee_jacobian())
 
     def keepout_boxes(self) -> list[tuple[F64, F64]]:
         """World-axis-aligned keep-out boxes ``(centre, half_size)`` from the scene's geoms."""
@@ -356,7 +369,12 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
 
     def _obs(self) -> dict[str, np.ndarray]:
         phys = self.physics
-        arm = np.concatenate([phys.qpos(), phys.qvel(), phys.ee_pos(), phys.ee_vel()])
+        if self.task.robot.observation == "cartesian":
+            # no joint state: an ee_velocity policy that sees only the end effector can run on
+            # another arm whose controller tracks the same Cartesian command (safebot deploy)
+            arm = np.concatenate([phys.ee_pos(), phys.ee_vel()])
+        else:
+            arm = np.concatenate([phys.qpos(), phys.qvel(), phys.ee_pos(), phys.ee_vel()])
         return {
             "observation": np.concatenate([arm, self._task_obs()]),
             "achieved_goal": self._achieved_goal(),

@@ -83,6 +83,53 @@ def test_spaces_and_goal_conditioned_observation(make_task: MakeTask, task: str)
         assert obs in env.observation_space
 
 
+def _with_observation(task: str, observation: str) -> TaskSpec:
+    spec = load_task(task)
+    robot = spec.robot.model_copy(update={"observation": observation})
+    return TaskSpec.model_validate({**spec.model_dump(), "robot": robot.model_dump()})
+
+
+@pytest.mark.parametrize(
+    ("task", "observation", "size"),
+    [
+        ("reach", "cartesian", 6),  # ee_pos, ee_vel: what tasks/reach.toml ships
+        ("reach", "full", 20),  # q, dq (7 each), ee_pos, ee_vel
+        ("reach_joint", "full", 20),
+        ("push", "full", 29),  # + block position, block - ee, block velocity
+        ("push", "cartesian", 15),
+    ],
+)
+def test_observation_size_by_mode(
+    make_task: MakeTask, task: str, observation: str, size: int
+) -> None:
+    spec = load_task(task)
+    if spec.robot.observation != observation:
+        if observation == "cartesian" and spec.robot.action_mode != "ee_velocity":
+            pytest.skip("cartesian needs ee_velocity")
+        spec = _with_observation(task, observation)
+    env = make_task(spec)
+    assert env.observation_space["observation"].shape == (size,)
+    obs, _ = env.reset(seed=0)
+    assert obs["observation"].shape == (size,)
+
+
+def test_cartesian_observation_is_the_end_effector_and_task_state(make_task: MakeTask) -> None:
+    assert load_task("reach").robot.observation == "cartesian"
+    cart, full = make_task("reach"), make_task(_with_observation("reach", "full"))
+    rng = np.random.default_rng(0)
+    for env in (cart, full):
+        env.reset(seed=4)
+    for _ in range(5):
+        a = rng.uniform(-1, 1, 3)
+        o_cart, *_ = cart.step(a)
+        o_full, *_ = full.step(a)
+        # same physics, same goal: the cartesian observation is the full one without q, dq
+        np.testing.assert_array_equal(o_cart["observation"], o_full["observation"][14:])
+        np.testing.assert_array_equal(o_cart["observation"][:3], cart.physics.ee_pos())
+        np.testing.assert_array_equal(o_cart["desired_goal"], o_full["desired_goal"])
+    assert np.abs(o_cart["observation"][3:6]).max() > 0  # the ee is moving: ee_vel is in
+
+
 @pytest.mark.parametrize("task", ["reach", "push"])
 def test_goals_are_sampled_in_the_goal_region(make_task: MakeTask, task: str) -> None:
     env = make_task(task)
