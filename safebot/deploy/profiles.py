@@ -178,6 +178,49 @@ class Plant(Frozen):
         return resources.resolve("assets", self.urdf)
 
 
+class Arm(Frozen):
+    """The MuJoCo model of the profile's arm: what ``safebot deploy`` retargets a bundle to.
+
+    A bundle trained on another arm with a Cartesian observation runs on this
+    controller through this model (docs/deploy.md, *Retargeting*): the policy worker
+    computes the end effector's pose, velocity and Jacobian from it, and the shield's
+    rows. Its world frame must be the plant's (the URDF's base at the origin, z up)
+    and its joints ``plant.joints``.
+
+    Attributes:
+        scene: MJCF scene under ``assets/`` (e.g. ``"ur5e/scene_reach.xml"``).
+        ee_site: the site at the plant's ``ee_link`` (what the stub reports as ``ee_pos``).
+        body_prefix: the arm's bodies are those whose names start with it.
+        keepout_sites: the sites kept out of a bundle's keep-out boxes on this arm
+            (they replace the bundle's own list); each site's size is its radius.
+    """
+
+    scene: str
+    ee_site: str = "ee_site"
+    body_prefix: Annotated[str, Field(min_length=1)]
+    keepout_sites: Annotated[list[str], Field(min_length=1)]
+
+    @field_validator("keepout_sites")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dup = sorted({s for s in v if v.count(s) > 1})
+        if dup:
+            raise ValueError(f"keepout_sites lists {', '.join(dup)} more than once")
+        return v
+
+    @field_validator("scene")
+    @classmethod
+    def _scene_exists(cls, v: str) -> str:
+        try:
+            resources.resolve("assets", v)
+        except FileNotFoundError:
+            raise ValueError(f"no MJCF scene {v!r} under assets/") from None
+        return v
+
+    def scene_path(self) -> Path:
+        return resources.resolve("assets", self.scene)
+
+
 class ControllerProfile(Frozen):
     """One real arm controller; see ``controllers/*.toml`` and ``docs/deploy.md``."""
 
@@ -193,6 +236,8 @@ class ControllerProfile(Frozen):
     faults: FaultRules
     plant: Plant
     speedj: SpeedJ | None = None
+    #: the arm's MuJoCo model for retargeted bundles; ``None``: only bundles of this arm run
+    arm: Arm | None = None
 
     @property
     def dt(self) -> float:

@@ -12,9 +12,11 @@ Two rates, two processes, as on a real arm (the 1 kHz callback never runs the ne
 * **The policy worker** (:class:`PolicyWorker`, a spawned process; SCHED_FIFO below
   the loop's priority under ``--realtime``) runs :class:`ShieldedPolicy`: the
   stub's ``q``, ``dq`` go into a MuJoCo model of the arm (the bundle's own copy of
-  the task scene: the same kinematics as the stub's PyBullet URDF), which gives
-  ``ee_pos`` and ``ee_vel = J(q) dq``; the task observation is rebuilt (``q, dq,
-  ee_pos, ee_vel`` and the widths, with a fixed goal) and the TorchScript policy
+  the task scene, or the profile's ``[arm]`` scene when retargeted: the same
+  kinematics as the stub's PyBullet URDF either way), which gives ``ee_pos`` and
+  ``ee_vel = J(q) dq``; the task observation is rebuilt (``q, dq, ee_pos, ee_vel``,
+  or only ``ee_pos, ee_vel`` for a Cartesian policy, and the widths, with a fixed
+  goal) and the TorchScript policy
   gives the action ``a``; the shield builds its rows ``A u <= b`` from the same
   MuJoCo state (:func:`safebot.constraints.build`, the bundle's envelope at its
   width, caps intersected with the profile) and projects ``u = scale * a``
@@ -34,9 +36,19 @@ end-effector speed cap with the Cartesian translation limit divided by sqrt(3)
 position limits of the rows with the profile's. Starts above a new cap come
 down to it, so at any width the bounds stay within the robot's.
 
-Only profiles whose plant has the bundle's arm joints run (the Franka ones for
-a Panda bundle). A UR5e has other kinematics and six joints: the policy's
-observation and the shield's rows mean nothing there, so deploy refuses.
+Which arm (:func:`check_compatible`): a profile whose plant has the bundle's arm
+joints (the Franka ones for a Panda bundle) runs any Reach bundle on the bundle's
+own scene. A profile with another arm (the UR5e: other kinematics, six joints)
+runs a bundle only when its policy is Cartesian, ``[robot] observation =
+"cartesian"`` and ``action_mode = "ee_velocity"``: it sees the end effector, never
+the joints, and commands an end-effector velocity. The worker then retargets
+(:mod:`safebot.deploy.retarget`): the MuJoCo model is the profile's ``[arm]``
+scene (the same world frame, obstacle and table as the stub's plant), ``ee_pos``
+and ``ee_vel`` come from it, ``qd = M u`` uses its Jacobian, and the envelope keeps
+the bundle's Cartesian limits, margins and widths while the joint-velocity caps
+become the profile's and the joint ranges the new model's (both intersected with
+the profile as above). A bundle that observes the Panda's joints is refused on
+another arm with a one-line error saying to retrain with a Cartesian observation.
 """
 
 from __future__ import annotations
@@ -65,6 +77,7 @@ from safebot.deploy.bundle import Bundle, BundleError, load_bundle
 from safebot.deploy.client import DeployReport, run_loop
 from safebot.deploy.profiles import ControllerProfile, load_profile
 from safebot.deploy.protocol import FloatArray, RobotState
+from safebot.deploy.retarget import RetargetedArm, RetargetError, retarget_envelope
 from safebot.deploy.rt import enter_realtime
 from safebot.envelope import Envelope, Limit
 from safebot.envs import make_task_env
@@ -133,22 +146,39 @@ def intersect_joint_limits(
     )
 
 
-def check_compatible(bundle: Bundle, profile: ControllerProfile) -> None:
-    """Refuse a controller whose arm is not the one the policy was trained on."""
-    joints = tuple(profile.plant.joints)
-    if joints != bundle.shield.joints:
+def check_compatible(bundle: Bundle, profile: ControllerProfile) -> bool:
+    """Refuse a controller the bundle cannot run on; whether it runs retargeted.
+
+    Returns:
+        ``False`` when the controller drives the bundle's own arm, ``True`` when the
+        bundle runs retargeted to the profile's ``[arm]`` (a Cartesian ``ee_velocity``
+        policy on another arm; :mod:`safebot.deploy.retarget`).
+    """
+    retarget = tuple(profile.plant.joints) != bundle.shield.joints
+    robot = bundle.spec.robot
+    trained_on = f"a Franka Panda ({len(bundle.shield.joints)} joints)"
+    if retarget and (robot.observation != "cartesian" or robot.action_mode != "ee_velocity"):
         raise DeployError(
             f"controller {profile.name} drives a {profile.robot} ({profile.dof} joints); the bundle's "
-            f"policy was trained on a Franka Panda ({len(bundle.shield.joints)} joints) and has no "
-            "joint-space fallback: use a Franka profile (franka_fr3, franka_panda)"
+            f"policy was trained on {trained_on} with observation = {robot.observation!r} and "
+            f"action_mode = {robot.action_mode!r}, so it needs that arm's joints: use a Franka "
+            "profile (franka_fr3, franka_panda), or retrain with [robot] observation = "
+            '"cartesian" and action_mode = "ee_velocity" to run it on other arms'
+        )
+    if retarget and profile.arm is None:
+        raise DeployError(
+            f"controller {profile.name} drives a {profile.robot} ({profile.dof} joints), not the "
+            f"bundle's {trained_on}, and its profile has no [arm] table (the arm's MuJoCo model) "
+            "to retarget the policy to: add one (docs/deploy.md, Retargeting)"
         )
     if bundle.spec.task.kind != "reach":
         raise DeployError(
             f"deploy runs reach tasks; this bundle is a {bundle.spec.task.kind!r} task, whose "
             "objects (block, plate) the stub's plant does not have"
         )
-    if profile.interface != "joint_velocity":
+    if profile.interface not in ("joint_velocity", "speedj"):
         raise DeployError(f"controller {profile.name} has interface {profile.interface!r}")
+    return retarget
 
 
 def parse_goal(text: str) -> FloatArray:
@@ -212,7 +242,9 @@ class ShieldedPolicy:
 
     Args:
         bundle: a loaded bundle of a Panda reach task.
-        profile: the controller profile; the shield's caps are intersected with it.
+        profile: the controller profile; the shield's caps are intersected with it. On
+            another arm (a Cartesian bundle only) the model and limits are retargeted to
+            the profile's ``[arm]`` (module docstring).
         goal: the reach goal (m); default: the task's first goal (``reset(seed=0)``).
             Must lie in the task's goal region and outside the keep-out boxes.
         torch_threads: intra-op threads for the policy (1: lowest latency on a small MLP).
@@ -231,40 +263,55 @@ class ShieldedPolicy:
     ) -> None:
         from safebot.shield import SafebotArmView
 
-        check_compatible(bundle, profile)
+        self.retargeted = check_compatible(bundle, profile)
         torch.set_num_threads(torch_threads)
         self.bundle = bundle
         self.profile = profile
         shield = bundle.shield
-        # the task env is a kinematic model here: it is never stepped
+        self.cartesian = bundle.spec.robot.observation == "cartesian"
+        # the task env is a kinematic model here: it is never stepped. It holds the task (goal,
+        # keep-out boxes) and, unless the bundle is retargeted, the arm.
         self.env = env = make_task_env(bundle.spec_for_kinematics())
         if env.action_mode != shield.action_mode:
             raise DeployError(
                 f"bundle action mode {shield.action_mode!r} differs from its task's {env.action_mode!r}"
             )
-        self.view = SafebotArmView(env)
+        self.boxes = [(c.copy(), h.copy()) for c, h in env.keepout_boxes()]
         self.scale = np.asarray(shield.action_scale, dtype=np.float64)
+        self.bundle_envelope = shield.envelope()
+        self.view: SafebotArmView | RetargetedArm
+        if self.retargeted:
+            # the profile's arm in the same world frame (safebot.deploy.retarget)
+            try:
+                arm = RetargetedArm(profile, action_scale=self.scale, dt=env.dt, boxes=self.boxes)
+            except RetargetError as err:
+                raise DeployError(str(err)) from None
+            self.view, phys = arm, arm.physics
+            self._m, self._d = arm.model, arm.data
+            q_low, q_high = arm.q_low, arm.q_high
+            envelope = retarget_envelope(self.bundle_envelope, profile)
+        else:
+            self.view, phys = SafebotArmView(env), env.physics
+            self._m, self._d = env.model, env.data
+            q_low, q_high = env.q_low, env.q_high
+            envelope = self.bundle_envelope
         if self.view.scale.shape != self.scale.shape:
             raise DeployError(
                 f"bundle action scale has {self.scale.size} entries, the task's actions {self.view.scale.size}"
             )
         self.w = 1.0 / self.scale**2  # project in normalised-action units, as the Shield does
         self.zero = np.zeros_like(self.scale)
-        self.bundle_envelope = shield.envelope()
-        self.envelope = intersect_envelope(self.bundle_envelope, profile)
+        self.envelope = intersect_envelope(envelope, profile)
         self.bounds = self.envelope.bounds()
-        self.q_low, self.q_high = intersect_joint_limits(env.q_low, env.q_high, profile)
+        self.q_low, self.q_high = intersect_joint_limits(q_low, q_high, profile)
         self.widths = np.array([shield.width[k] for k in shield.limits], dtype=np.float64)
         self.module = bundle.load_module()
         self._x = torch.zeros((1, bundle.policy.input_size), dtype=torch.float32)
 
-        phys = env.physics
-        self._m, self._d = env.model, env.data
         self._qadr, self._dadr = phys.qpos_adr, phys.dof_adr
         self._site = phys.ee_site_id
         self._jac = np.zeros((3, self._m.nv))
         self.home = np.asarray(profile.plant.home, dtype=np.float64)
-        self.boxes = [(c.copy(), h.copy()) for c, h in env.keepout_boxes()]
         self.threshold = float(bundle.spec.goal.threshold)
         if goal is None:
             env.reset(seed=0)
@@ -298,13 +345,14 @@ class ShieldedPolicy:
         """The observation built here has the sizes and segments the policy expects."""
         info = self.bundle.policy
         sizes = dict(info.inputs)
-        n = len(self._qadr)
-        obs_n = 2 * n + 6 + (len(self.widths) if self.bundle.shield.observe_width else 0)
+        arm = ["ee_pos", "ee_vel"] if self.cartesian else ["q", "dq", "ee_pos", "ee_vel"]
+        n = 6 if self.cartesian else 2 * len(self._qadr) + 6
+        obs_n = n + (len(self.widths) if self.bundle.shield.observe_width else 0)
         expect = {"achieved_goal": 3, "desired_goal": 3, "observation": obs_n}
         if sizes != expect:
             raise DeployError(f"the policy's inputs {sizes} are not the reach observation {expect}")
         names = [k for k, _ in info.observation_layout]
-        if names and names[:4] != ["q", "dq", "ee_pos", "ee_vel"]:
+        if names and names[: len(arm)] != arm:
             raise DeployError(f"unexpected observation layout {names} in policy.json")
 
     def _set_joints(self, q: FloatArray, dq: FloatArray) -> None:
@@ -323,7 +371,7 @@ class ShieldedPolicy:
         ee = d.site_xpos[self._site].copy()
         mujoco.mj_jacSite(self._m, d, self._jac, None, self._site)
         ee_vel = self._jac[:, self._dadr] @ dq
-        parts = [q, dq, ee, ee_vel]
+        parts = [ee, ee_vel] if self.cartesian else [q, dq, ee, ee_vel]
         if self.bundle.shield.observe_width:
             parts.append(self.widths)
         return {
@@ -394,6 +442,16 @@ class ShieldedPolicy:
             "q_low": self.q_low.tolist(),
             "q_high": self.q_high.tolist(),
             "keepout_boxes": [[*c.tolist(), *h.tolist()] for c, h in self.boxes],
+            "observation": self.bundle.spec.robot.observation,
+            "retargeted": self.retargeted,
+            "arm_scene": self.view.scene if isinstance(self.view, RetargetedArm) else None,
+            "keepout_sites": (
+                self.view.site_names
+                if isinstance(self.view, RetargetedArm)
+                else list(self.bundle.spec.limits.keepout.sites)
+                if self.bundle.spec.limits.keepout is not None
+                else []
+            ),
         }
 
 
@@ -673,6 +731,9 @@ class BundlePolicy:
             "goal": info.pop("goal"),
             "goal_threshold_m": info.pop("goal_threshold_m"),
             "final_distance_m": final,
+            "observation": info.pop("observation", None),
+            "retargeted": info.pop("retargeted", None),
+            "arm_scene": info.pop("arm_scene", None),
             "policy": {
                 "algo": info.pop("algo"),
                 "rate_hz": info.pop("rate_hz"),
@@ -817,4 +878,5 @@ __all__ = [
     "intersect_envelope",
     "intersect_joint_limits",
     "parse_goal",
+    "retarget_envelope",
 ]

@@ -4,6 +4,7 @@ the held command and its stale stop, refusals, and a short run against the FR3 s
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -199,11 +200,16 @@ def test_the_task_goal_is_the_default_and_bad_goals_are_refused(bundle: Bundle) 
     np.testing.assert_array_equal(parse_goal("0.4, 0.1, 0.3"), [0.4, 0.1, 0.3])
 
 
-def test_ur5e_is_refused_before_anything_starts(bundle: Bundle) -> None:
+def test_ur5e_is_refused_for_a_full_observation_bundle_before_anything_starts(
+    reach_bundle: Callable[[str], Bundle],
+) -> None:
+    # a policy that observes the Panda's joints cannot run on the UR (a Cartesian one can:
+    # test_retarget.py)
+    full = reach_bundle("full")
     with pytest.raises(DeployError, match=r"UR5e \(6 joints\).*Franka Panda.*franka_fr3"):
-        check_compatible(bundle, load_profile("ur5e"))
+        check_compatible(full, load_profile("ur5e"))
     with pytest.raises(DeployError, match="UR5e"):
-        deploy(bundle.root, "ur5e", seconds=1.0)
+        deploy(full.root, "ur5e", seconds=1.0)
 
 
 # ----------------------------------------------------------------------------- the held command
@@ -309,12 +315,13 @@ def test_a_bad_goal_stops_the_worker_at_start(bundle: Bundle) -> None:
     [("ur5e", "UR5e"), ("{bad}", "bad.toml: ["), ("no_such", "not found")],
 )
 def test_cli_deploy_refusals_are_one_line_exit_2(
-    bundle: Bundle, tmp_path: Path, controller: str, needle: str
+    reach_bundle: Callable[[str], Bundle], tmp_path: Path, controller: str, needle: str
 ) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\n')
+    full = reach_bundle("full")  # the UR refuses a policy that observes the Panda's joints
     result = runner.invoke(
-        app, ["deploy", str(bundle.root), "--controller", controller.format(bad=bad)]
+        app, ["deploy", str(full.root), "--controller", controller.format(bad=bad)]
     )
     assert result.exit_code == 2, result.output
     assert needle in result.output

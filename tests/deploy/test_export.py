@@ -111,7 +111,9 @@ def test_bundle_holds_shield_task_versions_and_scene(
     assert b.versions["torch"] == torch.__version__
     assert b.scene_path.is_file() and (bundle / "assets/panda/panda.xml").is_file()
     layout = dict(b.policy.observation_layout)
-    assert layout["q"] == 7 and layout["ee_vel"] == 3 and "width/ee_speed" in layout
+    # reach observes the end effector only (observation = "cartesian"): no joint state
+    assert list(layout)[:2] == ["ee_pos", "ee_vel"] and "q" not in layout
+    assert layout["ee_vel"] == 3 and "width/ee_speed" in layout
     assert sum(layout.values()) == dict(b.policy.inputs)["observation"]
     manifest = json.loads((bundle / MANIFEST).read_text())
     on_disk = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mujoco
 import pytest
 
 from safebot import resources
@@ -122,3 +123,27 @@ def test_profile_is_frozen() -> None:
     with pytest.raises(Exception, match="frozen"):
         p.rate_hz = 5.0  # type: ignore[misc]
     assert isinstance(p, ControllerProfile)
+
+
+def test_ur_profile_names_its_mujoco_arm() -> None:
+    arm = load_profile("ur5e").arm
+    assert arm is not None and arm.scene_path().is_file()
+    assert arm.scene == "ur5e/scene_reach.xml" and arm.body_prefix == "ur5e_"
+    assert arm.keepout_sites[0] == "ee_site" and len(arm.keepout_sites) >= 3
+    model = mujoco.MjModel.from_xml_path(str(arm.scene_path()))
+    for site in (arm.ee_site, *arm.keepout_sites):
+        assert mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, site) >= 0, site
+    assert load_profile("franka_fr3").arm is None  # Franka bundles run on their own arm
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle"),
+    [
+        ('scene = "ur5e/scene_reach.xml"', 'scene = "ur5e/nope.xml"', "no MJCF scene"),
+        ('"site_wrist1", "site_forearm"]', '"site_wrist1", "site_wrist1"]', "more than once"),
+        ('keepout_sites = ["ee_site"', 'keepout_site = ["ee_site"', "arm.keepout_site"),
+        ('body_prefix = "ur5e_"', 'body_prefix = ""', "arm.body_prefix"),
+    ],
+)
+def test_bad_arm_table_rejected(tmp_path: Path, old: str, new: str, needle: str) -> None:
+    assert needle in _error(_variant(tmp_path, old, new, base="ur5e"))
