@@ -342,7 +342,7 @@ def arm_view(env: gym.Env[Any, Any]) -> ArmView:
     )
 
 
-class Shield(gym.Wrapper[Any, np.ndarray, Any, np.ndarray]):
+class Shield(gym.Wrapper[Any, np.ndarray, Any, np.ndarray], gym.utils.RecordConstructorArgs):
     """Project each action onto the commands that respect the envelope.
 
     Args:
@@ -374,7 +374,15 @@ class Shield(gym.Wrapper[Any, np.ndarray, Any, np.ndarray]):
             raise TypeError(
                 f"Shield needs a Box action space, got {type(env.action_space).__name__}"
             )
-        super().__init__(env)
+        # recorded so env.spec can rebuild the wrapper stack (gymnasium's check_env does)
+        passed = {"envelope": envelope, "scheduler": scheduler, "arm": arm}
+        gym.utils.RecordConstructorArgs.__init__(
+            self,
+            observe_width=observe_width,
+            enabled=enabled,
+            **{k: v for k, v in passed.items() if v is not None},
+        )
+        gym.Wrapper.__init__(self, env)
         self.arm = arm if arm is not None else arm_view(env)
         if envelope is None:
             inner = env.unwrapped
@@ -429,6 +437,10 @@ class Shield(gym.Wrapper[Any, np.ndarray, Any, np.ndarray]):
         self.envelope.set_width(width)
 
     # ---------------------------------------------------------------- gym API
+    def compute_reward(self, achieved_goal: Any, desired_goal: Any, info: Any) -> Any:
+        """The wrapped goal env's reward (the shield changes actions, not rewards)."""
+        return self.env.get_wrapper_attr("compute_reward")(achieved_goal, desired_goal, info)
+
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:

@@ -406,3 +406,22 @@ def test_fetch_manipulation_tasks_step(fetch_registered: None, env_id: str) -> N
 def test_fetch_needs_an_envelope(fetch_registered: None) -> None:
     with pytest.raises(EnvelopeError, match="needs an envelope"):
         Shield(gym.make("FetchReach-v4"))
+
+
+def test_shielded_registered_env_passes_gymnasium_and_sb3_env_checks() -> None:
+    # regression: Shield did not record its constructor arguments (env.spec could not rebuild
+    # the stack, so gymnasium's check_env raised) and hid the goal env's compute_reward
+    from gymnasium.utils.env_checker import check_env as gym_check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = Shield(gym.make("safebot/Reach-v0"), observe_width=True)
+    try:
+        assert env.spec is not None
+        assert env.spec.additional_wrappers[-1].kwargs == {"observe_width": True, "enabled": True}
+        gym_check_env(env, skip_render_check=True)
+        sb3_check_env(env, warn=False)
+        obs, _ = env.reset(seed=0)
+        r = env.compute_reward(obs["achieved_goal"], obs["desired_goal"], {})
+        assert r == env.unwrapped.compute_reward(obs["achieved_goal"], obs["desired_goal"], {})
+    finally:
+        env.close()
