@@ -375,7 +375,7 @@ class Shield(gym.Wrapper[Any, np.ndarray, Any, np.ndarray], gym.utils.RecordCons
                 f"Shield needs a Box action space, got {type(env.action_space).__name__}"
             )
         # recorded so env.spec can rebuild the wrapper stack (gymnasium's check_env does)
-        passed = {"envelope": envelope, "scheduler": scheduler, "arm": arm}
+        passed: dict[str, Any] = {"envelope": envelope, "scheduler": scheduler, "arm": arm}
         gym.utils.RecordConstructorArgs.__init__(
             self,
             observe_width=observe_width,
