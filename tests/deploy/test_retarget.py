@@ -183,13 +183,17 @@ def test_retargeted_caps_never_exceed_the_ur_profile(
         assert ours.joint_margin == theirs.joint_margin
 
 
-def test_joint_velocity_keeps_the_bundles_start_and_width(bundle: Bundle) -> None:
+@pytest.mark.parametrize("w", [0.0, 0.3, 1.0])
+def test_joint_velocity_keeps_the_bundles_start_and_width(bundle: Bundle, w: float) -> None:
     jv = bundle.shield.limits["joint_velocity"]
-    w = bundle.shield.width["joint_velocity"]
-    env = retarget_envelope(bundle.shield.envelope(), UR)
+    base = bundle.shield.envelope()
+    base.set_width(w)
+    env = retarget_envelope(base, UR)
     start, cap = float(np.min(jv.start)), np.asarray(UR.limits.joint.velocity)
-    assert env.bounds().joint_velocity is not None
-    np.testing.assert_allclose(env.bounds().joint_velocity, start + w * (cap - start))
+    assert env.width == base.width
+    bound = env.bounds().joint_velocity
+    assert bound is not None and bound.shape == (6,)
+    np.testing.assert_allclose(bound, start + w * (cap - start))
 
 
 def test_shielded_commands_stay_within_the_slow_urs_limits(bundle: Bundle) -> None:
