@@ -147,6 +147,10 @@ def collect_demonstrations(
             obs_rows.setdefault(k, []).append(np.asarray(v, dtype=np.float32))
         act_rows.append(executed)
         obs = new_obs
+    norm = model.get_vec_normalize_env()
+    if norm is not None:  # the statistics start from the demonstrations' observations
+        for k, rows in obs_rows.items():
+            norm.obs_rms[k].update(np.concatenate(rows).astype(np.float64))
     truncate = getattr(model.replay_buffer, "truncate_last_trajectory", None)
     if truncate is not None and not dones.all():
         truncate()  # a sub-env stopped mid-episode: close its trajectory for HER
@@ -171,6 +175,9 @@ def _bc_step(
 
     idx = rng.integers(0, len(demos), size=min(batch, len(demos)))
     obs_np = {k: v[idx] for k, v in demos.obs.items()}
+    norm = model.get_vec_normalize_env()
+    if norm is not None:  # the learner sees normalised observations
+        obs_np = norm.normalize_obs(obs_np)
     obs, _ = model.policy.obs_to_tensor(obs_np)
     target = th.as_tensor(demos.actions[idx], device=model.device)
     pi = model.actor(obs, deterministic=True)

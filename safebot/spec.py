@@ -188,6 +188,13 @@ class TrainSection(Frozen):
     n_epochs: Annotated[int, Field(ge=1)] = 10
     # envelope and evaluation
     observe_width: bool = Field(True, description="append the width per limit to the observation")
+    normalize_obs: bool = Field(
+        False,
+        description=(
+            "normalise observations by running mean and std (SB3 VecNormalize); the statistics "
+            "are saved with every checkpoint and applied by eval, render and export"
+        ),
+    )
     correction_penalty: NonNegFloat = Field(
         0.0, description="reward minus this times the shield's correction (normalised units)"
     )
@@ -208,7 +215,8 @@ class TrainSection(Frozen):
         ),
     )
     bc_weight: NonNegFloat = Field(
-        0.0, description="weight of a behaviour-cloning loss on the demonstrations in the actor update"
+        0.0,
+        description="weight of a behaviour-cloning loss on the demonstrations in the actor update",
     )
     bc_steps: Annotated[int, Field(ge=0)] = Field(
         0, description="training steps over which bc_weight decays linearly to 0"

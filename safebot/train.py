@@ -36,7 +36,7 @@ from stable_baselines3 import PPO, SAC, HerReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure as configure_logger
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
 from safebot import __version__
 from safebot.config import SpecError, dump_toml, parse_model
@@ -399,8 +399,11 @@ class EnvelopeCallback(BaseCallback):
 
     def run_evaluation(self) -> EvalResult:
         model = self.model
+        norm = model.get_vec_normalize_env()
 
         def predict(obs: Any) -> np.ndarray:
+            if norm is not None:
+                obs = norm.normalize_obs(obs)
             action, _ = model.predict(obs, deterministic=True)
             return action
 
@@ -515,6 +518,11 @@ class CheckpointCallback(BaseCallback):
             buf = self.dir / f"replay_{step}.pkl"
             _atomic_save(lambda p: self.model.save_replay_buffer(p), buf)  # type: ignore[attr-defined]
             entry["replay"] = buf.name
+        norm = self.model.get_vec_normalize_env()
+        if norm is not None:
+            stats = self.dir / f"vecnormalize_{step}.pkl"
+            _atomic_save(lambda p: norm.save(str(p)), stats)
+            entry["vecnormalize"] = stats.name
         state = {"callback": self.envelope_cb.state_dict(), "checkpoint": self.next_save}
         state_path = self.dir / f"state_{step}.json"
         _atomic_write_text(state_path, json.dumps(state))
@@ -523,7 +531,12 @@ class CheckpointCallback(BaseCallback):
         # keep the newest two checkpoints: a crash mid-save still leaves a complete one
         for old in sorted(self.dir.glob("model_*.zip"), key=_step_of)[:-2]:
             s = _step_of(old)
-            for p in (old, self.dir / f"replay_{s}.pkl", self.dir / f"state_{s}.json"):
+            for p in (
+                old,
+                self.dir / f"replay_{s}.pkl",
+                self.dir / f"state_{s}.json",
+                self.dir / f"vecnormalize_{s}.pkl",
+            ):
                 p.unlink(missing_ok=True)
 
 
@@ -728,6 +741,8 @@ def train(
             state = json.loads((run_dir / "ckpt" / entry["state"]).read_text())
         except (json.JSONDecodeError, KeyError, FileNotFoundError) as err:
             raise RunError(f"checkpoint index {latest} is corrupt: {err}") from None
+        if spec.train.normalize_obs:
+            vec = _load_normalizer(run_dir / "ckpt", entry, vec)
         model = _load_model(spec, run_dir / "ckpt" / entry["model"], vec)
         if "replay" in entry:
             try:
@@ -745,6 +760,8 @@ def train(
         if metrics.exists():
             metrics.unlink()
         shaped = penalty is not None or (shielded and spec.train.correction_penalty > 0)
+        if spec.train.normalize_obs:
+            vec = VecNormalize(vec, norm_obs=True, norm_reward=False, gamma=spec.train.gamma)
         model = _make_model(spec, vec, run_dir, shaped=shaped)
         reset = True
         demos = None
@@ -796,6 +813,9 @@ def train(
     if not env_cb.last or env_cb.last.get("step") != model.num_timesteps:
         env_cb.run_evaluation()
     _atomic_save(lambda p: model.save(p), run_dir / "final_model.zip")
+    norm = model.get_vec_normalize_env()
+    if norm is not None:
+        _atomic_save(lambda p: norm.save(str(p)), run_dir / FINAL_NORMALIZER)
     final = {**env_cb.last, "scheduler_state": scheduler.state_dict() if scheduler else None}
     if demos is None and (run_dir / DEMOS_FILE).exists():
         demos = _load_demos(run_dir)
@@ -813,6 +833,26 @@ def train(
 
 
 DEMOS_FILE = "demos.npz"
+#: observation statistics of a ``normalize_obs`` run, beside ``final_model.zip``
+FINAL_NORMALIZER = "final_vecnormalize.pkl"
+
+
+def _load_normalizer(ckpt: Path, entry: dict[str, Any], vec: Any) -> VecNormalize:
+    """The checkpoint's observation statistics around ``vec`` (RunError when missing or damaged)."""
+    name = entry.get("vecnormalize")
+    if name is None:
+        raise RunError(
+            f"--resume: {ckpt / 'latest.json'} has no observation statistics, "
+            "but the run normalises observations"
+        )
+    try:
+        norm = VecNormalize.load(str(ckpt / name), vec)
+    except Exception as err:  # a damaged pickle raises many types
+        raise RunError(
+            f"observation statistics {ckpt / name} are corrupt: {type(err).__name__}: {err}"
+        ) from None
+    norm.training = True
+    return norm
 
 
 def _demonstrate(
@@ -893,11 +933,14 @@ def load_policy(run_dir: str | Path) -> tuple[TaskSpec, Any]:
     spec, _ = load_run_config(run_dir)
     cls = SAC if spec.train.algo == "sac" else PPO
     path = run_dir / "final_model.zip"
+    stats = run_dir / FINAL_NORMALIZER
     if not path.exists():
         latest = run_dir / "ckpt" / "latest.json"
         if not latest.exists():
             raise RunError(f"{run_dir} has no final_model.zip and no checkpoint")
-        path = run_dir / "ckpt" / json.loads(latest.read_text())["model"]
+        entry = json.loads(latest.read_text())
+        path = run_dir / "ckpt" / entry["model"]
+        stats = run_dir / "ckpt" / str(entry.get("vecnormalize", FINAL_NORMALIZER))
     env = DummyVecEnv([lambda: make_env(spec)])  # HER models need an env to load
     try:
         model = cls.load(path, env=env, device="cpu")
@@ -905,7 +948,49 @@ def load_policy(run_dir: str | Path) -> tuple[TaskSpec, Any]:
         raise RunError(
             f"model {path} is corrupt or unreadable: {type(err).__name__}: {err}"
         ) from None
-    return spec, model
+    if not spec.train.normalize_obs:
+        return spec, model
+    if not stats.exists():
+        raise RunError(f"{run_dir} normalises observations but {stats.name} is missing")
+    try:
+        norm = VecNormalize.load(str(stats), env)
+    except Exception as err:
+        raise RunError(
+            f"observation statistics {stats} are corrupt: {type(err).__name__}: {err}"
+        ) from None
+    norm.training = False
+    return spec, NormalizedModel(model, norm)
+
+
+class NormalizedModel:
+    """An SB3 model whose ``predict`` first normalises observations with its run's statistics.
+
+    Everything else (``policy``, ``observation_space``, ...) is the model's own;
+    ``obs_rms``, ``clip_obs`` and ``epsilon`` describe the normalisation
+    (``(obs - mean) / sqrt(var + epsilon)``, clipped to ``+-clip_obs``) for export.
+    """
+
+    def __init__(self, model: Any, norm: VecNormalize) -> None:
+        self.model = model
+        self.norm = norm
+
+    @property
+    def obs_rms(self) -> Any:
+        return self.norm.obs_rms
+
+    @property
+    def clip_obs(self) -> float:
+        return float(self.norm.clip_obs)
+
+    @property
+    def epsilon(self) -> float:
+        return float(self.norm.epsilon)
+
+    def predict(self, observation: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.model.predict(self.norm.normalize_obs(observation), *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
 
 
 def final_width(run_dir: str | Path) -> Any:
