@@ -264,6 +264,18 @@ class TaskSpec(Frozen):
         return v if isinstance(v, Frozen) else parse_scheduler_config(v)
 
     @model_validator(mode="after")
+    def _her_has_whole_episodes(self) -> TaskSpec:
+        t = self.train
+        if t.algo == "sac" and t.her and t.demo_episodes == 0:
+            if t.learning_starts < self.robot.max_episode_steps:
+                raise ValueError(
+                    f"train.learning_starts ({t.learning_starts}) < robot.max_episode_steps "
+                    f"({self.robot.max_episode_steps}): HER samples from finished episodes, so "
+                    "learning cannot start before the first one ends (or set demo_episodes)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _limits_consistent(self) -> TaskSpec:
         lim = self.limits
         for name in ("joint_velocity", "ee_speed", "contact_force"):

@@ -46,7 +46,7 @@ def _model_and_vec(spec: TaskSpec, tmp_path: Path, width: float = 0.0) -> tuple[
 
 @pytest.fixture
 def reach_demos(tmp_path: Path) -> tuple[Any, DummyVecEnv, DemoSet]:
-    spec = _spec("reach", correction_penalty=0.3, learning_starts=0)
+    spec = _spec("reach", correction_penalty=0.3, learning_starts=50)
     model, vec = _model_and_vec(spec, tmp_path)
     demos = collect_demonstrations(model, vec, 3, correction_penalty=0.3)
     yield model, vec, demos
@@ -75,7 +75,7 @@ def test_demonstrations_fill_the_replay_buffer_with_executed_actions(reach_demos
 
 def test_stored_actions_need_no_further_correction(tmp_path: Path) -> None:
     # replay the demonstration's actions from the same seed: the shield leaves them alone
-    spec = _spec("reach", learning_starts=0)
+    spec = _spec("reach", learning_starts=50)
     model, vec = _model_and_vec(spec, tmp_path)
     demos = collect_demonstrations(model, vec, 1)
     vec.close()

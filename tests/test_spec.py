@@ -11,7 +11,7 @@ import pytest
 
 import safebot.envs
 from safebot.resources import data_dir
-from safebot.spec import SpecError, TaskSpec, load_task
+from safebot.spec import SpecError, TaskSpec, load_task, parse_model
 
 TASKS_DIR = data_dir("tasks")
 SHIPPED = sorted(TASKS_DIR.glob("*.toml"))
@@ -316,3 +316,18 @@ def test_spec_from_a_modified_dict() -> None:
     spec = TaskSpec.model_validate(data)
     assert spec.reward.type == "dense"
     assert load_task("reach").reward.type == "sparse"
+
+
+@pytest.mark.parametrize("starts", [0, 49])
+def test_her_learning_cannot_start_before_the_first_episode_ends(starts: int) -> None:
+    # regression: SB3's HerReplayBuffer raised RuntimeError deep inside learn()
+    data = load_task("reach").model_dump(mode="json")  # 50-step episodes
+    data["train"]["learning_starts"] = starts
+    with pytest.raises(
+        SpecError, match=r"learning_starts \(\d+\) < robot.max_episode_steps \(50\)"
+    ):
+        parse_model(data, TaskSpec, "reach")
+    data["train"]["demo_episodes"] = 2  # whole demonstration episodes are in the buffer
+    assert parse_model(data, TaskSpec, "reach").train.learning_starts == starts
+    data["train"].update(demo_episodes=0, learning_starts=50)
+    parse_model(data, TaskSpec, "reach")

@@ -161,3 +161,45 @@ def test_resume_of_a_finished_run_neither_crashes_nor_evaluates_twice(tmp_path: 
     assert result.steps == 128
     assert _rows(out / "metrics.csv") == before
     assert result.final["step"] == 128 and 0.0 <= result.final["width"] <= 1.0
+
+
+@pytest.mark.slow
+def test_observation_normalisation_is_checkpointed_resumed_and_applied(tmp_path: Path) -> None:
+    from safebot.spec import TaskSpec, load_task, parse_model
+    from safebot.train import NormalizedModel
+
+    data = load_task("reach").model_dump(mode="json")
+    data["train"].update({"normalize_obs": True, "learning_starts": 50, **TINY, "total_steps": 64})
+    spec = parse_model(data, TaskSpec, "reach")
+    out = tmp_path / "run"
+    train(spec, out=out, progress=False)
+    entry = json.loads((out / "ckpt" / "latest.json").read_text())
+    assert (out / "ckpt" / entry["vecnormalize"]).exists()
+    assert (out / "final_vecnormalize.pkl").exists()
+
+    _, model = load_policy(out)
+    assert isinstance(model, NormalizedModel)
+    rms = model.obs_rms["observation"]
+    assert rms.count > 64 and np.all(rms.var > 0)  # statistics of the run, not the identity
+    obs = model.observation_space.sample()
+    normed = {
+        k: np.clip(
+            (v - model.obs_rms[k].mean) / np.sqrt(model.obs_rms[k].var + model.epsilon), -10, 10
+        )
+        for k, v in obs.items()
+    }
+    a_wrapped, _ = model.predict(obs, deterministic=True)
+    a_direct, _ = model.model.predict(normed, deterministic=True)
+    np.testing.assert_allclose(a_wrapped, a_direct, atol=1e-6)
+
+    result = train(spec, RunOptions(steps=128), out=out, resume=True, progress=False)
+    assert result.steps >= 128
+    _, resumed = load_policy(out)
+    assert resumed.obs_rms["observation"].count > rms.count  # kept counting after the resume
+
+    (out / "final_vecnormalize.pkl").write_bytes(b"garbage")
+    with pytest.raises(RunError, match=r"final_vecnormalize\.pkl are corrupt"):
+        load_policy(out)
+    (out / "final_vecnormalize.pkl").unlink()
+    with pytest.raises(RunError, match=r"final_vecnormalize\.pkl is missing"):
+        load_policy(out)
