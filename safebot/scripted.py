@@ -34,6 +34,7 @@ import numpy as np
 from safebot.envs import COST_TERMS, ArmTaskEnv, PressEnv, PushEnv
 from safebot.envs import make as make_env
 from safebot.envs.physics import F64
+from safebot.envs.tasks import FINGERTIP_DEPTH
 from safebot.shield import Shield
 from safebot.spec import TaskSpec
 
@@ -41,9 +42,6 @@ Policy = Callable[[gym.Env[Any, Any]], np.ndarray]
 
 # damped least squares (Nakamura & Hanafusa 1986), as the env's own ee_velocity mapping
 _PINV_DAMPING = 0.05
-# ee_site (panda_grasptarget) sits this far above the fingertips (measured: first plate
-# contact at ee z = 0.038 over the plate top at 0.03)
-FINGERTIP_DEPTH = 0.008
 
 # --- Reach
 REACH_GAIN = 6.0  # 1/s: saturates beyond ~0.17 m at the 1 m/s cap
@@ -217,11 +215,6 @@ def push_policy(env: gym.Env[Any, Any]) -> np.ndarray:
 # --------------------------------------------------------------------------- Press
 
 
-def _plate_top(env: PressEnv) -> float:
-    g = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_GEOM, "plate_geom")
-    return float(env.data.geom_xpos[g][2] + env.model.geom_size[g][2])
-
-
 def press_policy(env: gym.Env[Any, Any]) -> np.ndarray:
     """Press: above the target, guarded descent onto the plate, then regulate the force.
 
@@ -237,7 +230,7 @@ def press_policy(env: gym.Env[Any, Any]) -> np.ndarray:
     ee = base.physics.ee_pos()
     target_xy = base.goal[:2]
     xy_err = target_xy - ee[:2]
-    touch_z = _plate_top(base) + FINGERTIP_DEPTH
+    touch_z = base.plate_top() + FINGERTIP_DEPTH
     force = base.plate_force()
     if force > 0.0:
         f_ref = 0.5 * (g.force_low + g.force_high)

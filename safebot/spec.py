@@ -181,6 +181,15 @@ class TrainSection(Frozen):
     learning_starts: Annotated[int, Field(ge=0)] = 1_000
     train_freq: Annotated[int, Field(ge=1)] = 1
     gradient_steps: Annotated[int, Field(ge=1)] = 1
+    ent_coef: (
+        PositiveFloat | Annotated[str, Field(pattern=r"^auto(_[0-9]*\.?[0-9]+(e-?[0-9]+)?)?$")]
+    ) = Field(
+        "auto",
+        description=(
+            "SAC entropy coefficient: a number, 'auto' (learned, starting at 1) or "
+            "'auto_<start>' (learned, starting at <start>)"
+        ),
+    )
     her: bool = True
     her_goals: Annotated[int, Field(ge=1)] = 4
     # PPO

@@ -639,6 +639,7 @@ def _make_model(spec: TaskSpec, vec: Any, run_dir: Path, *, shaped: bool = False
             "batch_size": t.batch_size,
             "train_freq": t.train_freq,
             "gradient_steps": t.gradient_steps,
+            "ent_coef": t.ent_coef,
         }
         if t.her:
             kwargs["replay_buffer_class"] = HerReplayBuffer

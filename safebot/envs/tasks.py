@@ -23,6 +23,11 @@ from safebot.envs.physics import F64
 from safebot.spec import SpecError
 
 GOAL_CLEARANCE = 0.05  # m added to the keep-out start margin when sampling Reach goals
+# ee_site (panda_grasptarget) sits this far above the fingertips (measured: first plate
+# contact at ee z = 0.038 over the plate top at 0.03)
+FINGERTIP_DEPTH = 0.008
+#: Press: fingertip height over the plate (m) that counts as -1 on the press coordinate
+PRESS_HEIGHT_SCALE = 0.1
 
 
 class ReachEnv(ArmTaskEnv):
@@ -108,10 +113,20 @@ class PushEnv(ArmTaskEnv):
 class PressEnv(ArmTaskEnv):
     """Touch the plate at a target point and hold a normal force inside a band.
 
-    Goals are ``(x, y, f)`` with ``f`` the normal force divided by ``goal.force_high``.
-    The step condition holds when the contact point is within ``goal.threshold``
-    of the target and the force is inside ``[force_low, force_high]``; the task
+    Goals are ``(x, y, p)`` with ``p`` the *press coordinate*: in contact, the
+    normal force divided by ``goal.force_high``; above the plate, minus the
+    fingertips' height over it divided by ``PRESS_HEIGHT_SCALE`` (0 at touch-down,
+    -1 at 10 cm). The task's goals have ``p`` at the force band's centre. The
+    step condition holds when the end effector is within ``goal.threshold`` of
+    the target in xy and ``p`` is within half the band's width of the goal's: for
+    the task's goals exactly "force inside ``[force_low, force_high]``". The task
     succeeds once it has held for ``goal.hold_steps`` consecutive steps.
+
+    Why not the force alone: it is 0 everywhere above the plate, so HER's
+    relabelled goals (the forces the episode achieved) and the dense reward
+    carried no sign of the way down. With the height below zero, a relabelled
+    goal teaches reaching a point over the plate, and the dense reward falls
+    toward the plate.
 
     Observation: arm state (20) + normalised plate force (1) + target minus ee in xy (2).
     """
@@ -158,15 +173,28 @@ class PressEnv(ArmTaskEnv):
         target = 0.5 * (g.force_low + g.force_high) / g.force_high
         return np.array([xy[0], xy[1], target])
 
+    def plate_top(self) -> float:
+        """Height (m) of the plate's top face."""
+        plate = self._plate()
+        return float(self.data.geom_xpos[plate][2] + self.model.geom_size[plate][2])
+
+    def press_coordinate(self) -> float:
+        """``force / force_high`` in contact, ``-height / PRESS_HEIGHT_SCALE`` above the plate."""
+        force = self.plate_force()
+        if force > 0.0:
+            return force / self.task.goal.force_high
+        height = self.physics.ee_pos()[2] - FINGERTIP_DEPTH - self.plate_top()
+        return -max(height, 0.0) / PRESS_HEIGHT_SCALE
+
     def _achieved_goal(self) -> F64:
         ee = self.physics.ee_pos()
-        return np.array([ee[0], ee[1], self.plate_force() / self.task.goal.force_high])
+        return np.array([ee[0], ee[1], self.press_coordinate()])
 
     def _goal_reached(self, achieved: F64, desired: F64) -> F64:
         g = self.task.goal
         near = np.linalg.norm(achieved[..., :2] - desired[..., :2], axis=-1) < g.threshold
-        force = achieved[..., 2] * g.force_high
-        in_band = (force >= g.force_low) & (force <= g.force_high)
+        half_band = 0.5 * (g.force_high - g.force_low) / g.force_high
+        in_band = np.abs(achieved[..., 2] - desired[..., 2]) <= half_band + 1e-12
         return (near & in_band).astype(np.float64)
 
     def _goal_distance(self, achieved: F64, desired: F64) -> F64:
@@ -181,9 +209,7 @@ class PressEnv(ArmTaskEnv):
         return self._hold >= self.task.goal.hold_steps
 
     def _goal_marker(self) -> F64:
-        plate = self._plate()
-        top = self.data.geom_xpos[plate][2] + self.model.geom_size[plate][2]
-        return np.array([self._goal[0], self._goal[1], top])
+        return np.array([self._goal[0], self._goal[1], self.plate_top()])
 
     def _task_obs(self) -> F64:
         ee = self.physics.ee_pos()
