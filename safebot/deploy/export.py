@@ -7,6 +7,10 @@ flat float32 observation:
   ``model.predict(obs, deterministic=True)`` returns);
 * PPO: the Gaussian's mean ``action_net(policy_net(x))``, clipped to the action bounds.
 
+A run trained with ``[train] normalize_obs`` carries its observation statistics
+inside the module (``(x - mean) / sqrt(var + eps)``, clipped, before the
+network), so the bundle's input stays the raw observation.
+
 ``x`` is the Dict observation concatenated in stable-baselines3's own order:
 ``CombinedExtractor`` flattens each key of the (sorted) Dict space and
 concatenates them in that order — ``achieved_goal, desired_goal, observation``
@@ -90,6 +94,11 @@ def policy_module(model: Any) -> tuple[Any, PolicyInfo]:
     from gymnasium import spaces
     from stable_baselines3 import PPO, SAC
 
+    from safebot.train import NormalizedModel
+
+    norm = None
+    if isinstance(model, NormalizedModel):  # a normalize_obs run: statistics go into the module
+        norm, model = model, model.model
     obs_space = model.observation_space
     act_space = model.action_space
     if not isinstance(obs_space, spaces.Dict):
@@ -121,8 +130,34 @@ def policy_module(model: Any) -> tuple[Any, PolicyInfo]:
         if not isinstance(box, spaces.Box) or len(box.shape) != 1:
             raise ExportError(f"observation key {k!r} is not a flat Box")
         inputs.append((k, int(box.shape[0])))
+    if norm is not None:
+        mean = np.concatenate([np.ravel(norm.obs_rms[k].mean) for k in keys])
+        var = np.concatenate([np.ravel(norm.obs_rms[k].var) for k in keys])
+        module = _Normalized(module, mean, var, norm.epsilon, norm.clip_obs)
     module = module.to(torch.device("cpu")).eval()
     return module, PolicyInfo(algo, tuple(inputs), low, high)
+
+
+class _Normalized(nn.Module):
+    """``policy(clip((x - mean) / sqrt(var + eps), -clip, clip))``: SB3 VecNormalize's ``normalize_obs``."""
+
+    mean: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(
+        self, policy: nn.Module, mean: np.ndarray, var: np.ndarray, eps: float, clip: float
+    ) -> None:
+        super().__init__()
+        self.policy = policy
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer(
+            "scale", torch.as_tensor(1.0 / np.sqrt(var + eps), dtype=torch.float32)
+        )
+        self.clip = float(clip)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.clamp((x - self.mean) * self.scale, -self.clip, self.clip)
+        return self.policy(z)
 
 
 class _SquashedMean(nn.Module):

@@ -260,3 +260,31 @@ def test_cli_deploy_rejects_a_tampered_bundle(bundle: Path) -> None:
     assert result.exit_code == 2
     assert "policy.pt" in result.output and len(result.output.strip().splitlines()) == 1
     shutil.rmtree(bundle)
+
+
+def test_export_carries_the_observation_statistics_of_a_normalised_run(tmp_path: Path) -> None:
+    from safebot.spec import TaskSpec, load_task, parse_model
+    from safebot.train import NormalizedModel
+
+    data = load_task("reach").model_dump(mode="json")
+    data["train"].update(
+        normalize_obs=True, learning_starts=50, total_steps=128, eval_every=64, eval_episodes=1
+    )
+    run = tmp_path / "run"
+    run_train(parse_model(data, TaskSpec, "reach"), out=run, progress=False)
+    result = export_run(run, tmp_path / "b")
+    assert result.max_abs_error <= EXPORT_TOLERANCE
+    module = load_bundle(tmp_path / "b").load_module()
+    policy = load_bundle(tmp_path / "b").policy
+    _, model = load_policy(run)
+    assert isinstance(model, NormalizedModel)
+    # raw observations in the range the arm produces: the statistics matter there
+    env = make_env(load_run_config(run)[0])
+    obs, _ = env.reset(seed=3)
+    env.close()
+    expected, _ = model.predict(obs, deterministic=True)
+    unnormalised, _ = model.model.predict(obs, deterministic=True)
+    with torch.inference_mode():
+        got = module(torch.from_numpy(policy.flatten(obs))).numpy()[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert np.max(np.abs(unnormalised - expected)) > 1e-3  # without them the action differs
