@@ -33,7 +33,8 @@ PRESS_HEIGHT_SCALE = 0.1
 class ReachEnv(ArmTaskEnv):
     """Move the end effector to a sampled goal without touching the keep-out obstacle.
 
-    Observation: arm state (q, qd, ee position, ee velocity) = 20 values.
+    Observation: arm state: q, qd, ee position, ee velocity (20 values), or with
+    ``[robot] observation = "cartesian"`` (``tasks/reach.toml``) ee position and velocity (6).
     Goals are sampled in ``[goal]`` outside every keep-out box by the start margin plus
     ``GOAL_CLEARANCE``, so a goal never asks the hand to touch the box.
     """
@@ -59,7 +60,7 @@ class ReachEnv(ArmTaskEnv):
 class PushEnv(ArmTaskEnv):
     """Push a block across the table to a goal on the table.
 
-    Observation: arm state (20) + block position (3), block minus ee (3), block linear velocity (3).
+    Observation: arm state (20, or 6 when Cartesian) + block position (3), block minus ee (3), block linear velocity (3).
     """
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -128,7 +129,7 @@ class PressEnv(ArmTaskEnv):
     goal teaches reaching a point over the plate, and the dense reward falls
     toward the plate.
 
-    Observation: arm state (20) + normalised plate force (1) + target minus ee in xy (2).
+    Observation: arm state (20, or 6 when Cartesian) + normalised plate force (1) + target minus ee in xy (2).
     """
 
     goal_dim = 3
