@@ -81,6 +81,13 @@ def train(
     checkpoint_every: Annotated[
         int | None, typer.Option(help="steps between atomic checkpoints")
     ] = None,
+    demos: Annotated[
+        int | None,
+        typer.Option(
+            help="scripted demonstration episodes for SAC (default: the task's; 0 turns "
+            "demonstrations and cloning off)"
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="live progress bar")] = True,
 ) -> None:
     """Train a shielded SAC/PPO policy; writes config, metrics, checkpoints, TensorBoard logs."""
@@ -97,6 +104,7 @@ def train(
         eval_every=eval_every,
         eval_episodes=eval_episodes,
         checkpoint_every=checkpoint_every,
+        demos=demos,
     )
     try:
         result = run_train(task, opts, out=out, resume=resume, force=force, progress=progress)

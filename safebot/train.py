@@ -88,6 +88,7 @@ class RunOptions:
     eval_every: int | None = None
     eval_episodes: int | None = None
     checkpoint_every: int | None = None
+    demos: int | None = None
     cost_penalty: float = 1.0
 
     def validate(self) -> None:
@@ -101,6 +102,8 @@ class RunOptions:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise RunError(f"--{name.replace('_', '-')} must be positive, got {v}")
+        if self.demos is not None and self.demos < 0:
+            raise RunError(f"--demos must be >= 0, got {self.demos}")
         if self.seed is not None and self.seed < 0:
             raise RunError(f"--seed must be >= 0, got {self.seed}")
         if self.width is not None and not (0.0 <= self.width <= 1.0):
@@ -114,6 +117,7 @@ def resolve_spec(spec: TaskSpec, opts: RunOptions) -> TaskSpec:
     """Apply the run options to the task's ``[train]`` and ``[scheduler]``; the result is what runs."""
     opts.validate()
     demo_keys: dict[str, Any] = {}
+    no_demos = {"demo_episodes": 0, "bc_weight": 0.0, "bc_pretrain": 0, "bc_steps": 0}
     if opts.algo == "ppo" and spec.train.demo_episodes > 0:
         # demonstrations feed an off-policy replay buffer; PPO runs without them
         print(
@@ -121,12 +125,20 @@ def resolve_spec(spec: TaskSpec, opts: RunOptions) -> TaskSpec:
             "demonstrations of [train] (they feed SAC's replay buffer)",
             file=sys.stderr,
         )
-        demo_keys = {
-            "demo_episodes": 0,
-            "bc_weight": 0.0,
-            "bc_pretrain": 0,
-            "bc_steps": 0,
-        }
+        demo_keys = no_demos
+    elif opts.demos == 0:
+        demo_keys = dict(no_demos)
+        first_episode = spec.robot.max_episode_steps
+        if spec.train.her and spec.train.learning_starts < first_episode:
+            # without demonstrations HER has nothing to sample before the first episode ends
+            print(
+                f"note: --demos 0 raises learning_starts from {spec.train.learning_starts} "
+                f"to {first_episode} (HER samples finished episodes)",
+                file=sys.stderr,
+            )
+            demo_keys["learning_starts"] = first_episode
+    elif opts.demos is not None:
+        demo_keys = {"demo_episodes": opts.demos}
     train = spec.train.model_copy(
         update=demo_keys
         | {

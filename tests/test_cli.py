@@ -18,6 +18,8 @@ runner = CliRunner()
         (["train", "no_such_task"], "not found"),
         (["train", "reach", "--algo", "dqn"], "unknown algorithm"),
         (["train", "reach", "--steps", "-3"], "--steps must be positive"),
+        (["train", "push", "--demos", "-1"], "--demos must be >= 0"),
+        (["train", "reach", "--demos", "4", "--algo", "ppo"], "need algo = 'sac'"),
         (["eval", "/nonexistent/run"], "not a safebot run directory"),
         (["render", "/nonexistent/run"], "not a safebot run directory"),
         (["plot", "/nonexistent/run"], "no metrics.csv"),

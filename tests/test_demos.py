@@ -162,7 +162,7 @@ def test_cloning_weight_decays_linearly_to_zero(reach_demos: Any) -> None:
 )
 def test_demonstration_keys_are_validated(keys: dict[str, Any], match: str) -> None:
     with pytest.raises(SpecError, match=match):
-        _spec("push", **keys)
+        _spec("reach", **keys)  # reach.toml has no demonstrations
 
 
 def test_ppo_from_the_command_line_drops_the_demonstrations(capsys: Any) -> None:
@@ -170,6 +170,20 @@ def test_ppo_from_the_command_line_drops_the_demonstrations(capsys: Any) -> None
     resolved = resolve_spec(spec, RunOptions(algo="ppo"))
     assert resolved.train.algo == "ppo" and resolved.train.demo_episodes == 0
     assert "without the 5 scripted demonstrations" in capsys.readouterr().err
+
+
+def test_demos_option_overrides_or_turns_off_the_tasks_demonstrations(capsys: Any) -> None:
+    push = load_task("push")  # 100 demonstrations, cloning, learning_starts 0, 150-step episodes
+    assert push.train.demo_episodes > 0 and push.train.learning_starts == 0
+    off = resolve_spec(push, RunOptions(demos=0))
+    assert off.train.demo_episodes == 0 and off.train.bc_weight == 0 and off.train.bc_pretrain == 0
+    # HER needs a finished episode before learning: raised, and said so
+    assert off.train.learning_starts == push.robot.max_episode_steps
+    assert "raises learning_starts from 0 to 150" in capsys.readouterr().err
+    few = resolve_spec(push, RunOptions(demos=3))
+    assert few.train.demo_episodes == 3 and few.train.bc_weight == push.train.bc_weight
+    with pytest.raises(RunError, match="--demos must be >= 0"):
+        resolve_spec(push, RunOptions(demos=-1))
 
 
 @pytest.mark.slow

@@ -29,7 +29,9 @@ def _rows(path: Path) -> list[dict[str, str]]:
 @pytest.mark.parametrize("algo", ["sac", "ppo"])
 def test_tiny_training_run_writes_a_complete_run_dir(tmp_path: Path, task: str, algo: str) -> None:
     out = tmp_path / "run"
-    result = train(task, RunOptions(algo=algo, steps=128, **TINY), out=out, progress=False)
+    # --demos 0: the Push/Press recipe's 100 scripted episodes are tested in test_demos.py
+    opts = RunOptions(algo=algo, steps=128, demos=0, **TINY)
+    result = train(task, opts, out=out, progress=False)
     assert result.steps >= 128
     for name in (
         "config.toml",
