@@ -270,6 +270,40 @@ class ShapedReward(gym.Wrapper[Any, Any, Any, Any]):
         return r - self._shaping(info)
 
 
+class EnvelopeVecNormalize(VecNormalize):
+    """VecNormalize that passes the envelope widths through unnormalised.
+
+    The widths (the last ``passthrough`` entries of ``observation``, in [0, 1]
+    already) stay constant until the scheduler first moves them, so their running
+    variance is ~0 and VecNormalize would blow the first widening up to its clip
+    value (10): the policy then meets an input far outside anything it trained on,
+    exactly when the envelope widens (measured: Press fell from 80 % to 0 at the
+    first widening, width feature std 0.02 at the end of the run). Their
+    statistics are pinned to mean 0, variance 1 instead, before every use and in
+    every saved copy.
+    """
+
+    def __init__(self, venv: Any, *, passthrough: int, **kwargs: Any) -> None:
+        super().__init__(venv, **kwargs)
+        self.passthrough = passthrough
+        self._pin()
+
+    def _pin(self) -> None:
+        k = getattr(self, "passthrough", 0)
+        if k > 0 and isinstance(self.obs_rms, dict):
+            rms = self.obs_rms["observation"]
+            rms.mean[-k:] = 0.0
+            rms.var[-k:] = 1.0
+
+    def normalize_obs(self, obs: Any) -> Any:
+        self._pin()
+        return super().normalize_obs(obs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        self._pin()
+        return super().__getstate__()
+
+
 def make_vec_env(
     spec: TaskSpec, *, width: Any, shielded: bool, penalty: float | None = None
 ) -> Any:
@@ -774,7 +808,10 @@ def train(
             metrics.unlink()
         shaped = penalty is not None or (shielded and spec.train.correction_penalty > 0)
         if spec.train.normalize_obs:
-            vec = VecNormalize(vec, norm_obs=True, norm_reward=False, gamma=spec.train.gamma)
+            widths = len(eval_env.envelope.kinds) if eval_env.observe_width else 0
+            vec = EnvelopeVecNormalize(
+                vec, passthrough=widths, norm_obs=True, norm_reward=False, gamma=spec.train.gamma
+            )
         model = _make_model(spec, vec, run_dir, shaped=shaped)
         reset = True
         demos = None
@@ -1021,6 +1058,7 @@ def final_width(run_dir: str | Path) -> Any:
 
 __all__ = [
     "EnvelopeCallback",
+    "EnvelopeVecNormalize",
     "EvalResult",
     "RunError",
     "RunOptions",

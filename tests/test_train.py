@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -205,3 +206,33 @@ def test_observation_normalisation_is_checkpointed_resumed_and_applied(tmp_path:
     (out / "final_vecnormalize.pkl").unlink()
     with pytest.raises(RunError, match=r"final_vecnormalize\.pkl is missing"):
         load_policy(out)
+
+
+def test_width_features_pass_normalisation_unchanged() -> None:
+    # regression: the widths sat at 0 until the first widening, so VecNormalize's variance
+    # for them was ~0 and the first widening reached the policy as +10 (its clip value)
+    from safebot.spec import load_task
+    from safebot.train import EnvelopeVecNormalize, make_vec_env
+
+    spec = load_task("reach")
+    vec = EnvelopeVecNormalize(
+        make_vec_env(spec, width=0.0, shielded=True),
+        passthrough=5,
+        norm_obs=True,
+        norm_reward=False,
+    )
+    try:
+        vec.reset()
+        for _ in range(20):
+            vec.step(np.zeros((1, 3), dtype=np.float32))
+        vec.env_method("set_width", 0.3)
+        obs, *_ = vec.step(np.zeros((1, 3), dtype=np.float32))
+        np.testing.assert_allclose(obs["observation"][0, -5:], 0.3, atol=1e-6)
+        # the other entries are normalised as before
+        assert np.max(np.abs(obs["observation"][0, :-5])) > 0.0
+        rms = vec.obs_rms["observation"]
+        assert np.all(rms.mean[-5:] == 0.0) and np.all(rms.var[-5:] == 1.0)
+        restored = pickle.loads(pickle.dumps(vec))  # the saved statistics are pinned too
+        assert np.all(restored.obs_rms["observation"].var[-5:] == 1.0)
+    finally:
+        vec.close()
