@@ -11,8 +11,13 @@ extends them only through callbacks (STYLE.md):
 * :class:`CheckpointCallback` writes atomic checkpoints (model, replay buffer,
   scheduler and callback state) so ``--resume`` continues after a ``kill -9``.
 
+* :class:`~safebot.demos.BehaviourCloning` (tasks with ``[train] demo_episodes``)
+  adds Q-filtered cloning of the scripted demonstrations beside SAC's updates.
+
 A run directory holds ``config.toml`` (fully resolved), ``metrics.csv``,
-``ckpt/``, ``tb/``, ``final_model.zip`` and ``summary.json``.
+``ckpt/``, ``tb/``, ``final_model.zip`` and ``summary.json``; ``demos.npz`` with
+demonstrations, ``final_vecnormalize.pkl`` with ``[train] normalize_obs``
+(:class:`EnvelopeVecNormalize`).
 """
 
 from __future__ import annotations
