@@ -18,6 +18,7 @@ from safebot.scripted import (
     push_policy,
 )
 from safebot.shield import Shield
+from safebot.spec import TaskSpec, load_task, parse_model
 
 MakeTask = Callable[..., ArmTaskEnv]
 
@@ -39,7 +40,11 @@ def test_width_trades_success_for_cost(task: str, episodes: int) -> None:
     """The trade-off of issue 2 item 6: the start bounds cost success, the caps cost safety."""
     tight = evaluate_scripted(task, width=0.0, episodes=episodes, seed=0)
     loose = evaluate_scripted(task, width=1.0, episodes=episodes, seed=0)
-    assert tight["success_rate"] < loose["success_rate"], (tight, loose)
+    # Reach's 2 s episodes: the start bounds cost success; Push's and Press's 6 s episodes
+    # leave the task doable there (so a learner can earn the widening): they cost time
+    if task == "reach":
+        assert tight["success_rate"] < loose["success_rate"], (tight, loose)
+    assert tight["success_rate"] <= loose["success_rate"], (tight, loose)
     assert tight["cost_rate"] < loose["cost_rate"], (tight, loose)
     # where the tight envelope succeeds at all, it takes far longer (NaN: it never did)
     assert not tight["mean_steps_to_success"] < 1.5 * loose["mean_steps_to_success"], (tight, loose)
@@ -48,9 +53,9 @@ def test_width_trades_success_for_cost(task: str, episodes: int) -> None:
 
 
 def test_evaluation_reports_every_cost_term() -> None:
-    r = evaluate_scripted(
-        "press", width=0.0, episodes=1, seed=0
-    )  # seed 0: runs out of time at the start bound
+    data = load_task("press").model_dump(mode="json")
+    data["robot"]["max_episode_steps"] = 60  # runs out of time at the start bound (~90 steps)
+    r = evaluate_scripted(parse_model(data, TaskSpec, "press"), width=0.0, episodes=1, seed=0)
     assert set(r) == {
         "success_rate",
         "cost_rate",
