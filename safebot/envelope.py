@@ -184,6 +184,11 @@ class Envelope:
         return cls(lim, width, joint_gain=gain, barrier_gain=spec.barrier_gain)
 
     @property
+    def revision(self) -> int:
+        """Bumped by every :meth:`set_width`: caches of the bounds compare it to know they are stale."""
+        return self._revision
+
+    @property
     def kinds(self) -> tuple[str, ...]:
         return tuple(self.limits)
 

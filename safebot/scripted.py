@@ -33,15 +33,12 @@ import numpy as np
 
 from safebot.envs import COST_TERMS, ArmTaskEnv, PressEnv, PushEnv
 from safebot.envs import make as make_env
-from safebot.envs.physics import F64
+from safebot.envs.physics import F64, ee_velocity_map
 from safebot.envs.tasks import FINGERTIP_DEPTH
 from safebot.shield import Shield
 from safebot.spec import TaskSpec
 
 Policy = Callable[[gym.Env[Any, Any]], np.ndarray]
-
-# damped least squares (Nakamura & Hanafusa 1986), as the env's own ee_velocity mapping
-_PINV_DAMPING = 0.05
 
 # --- Reach
 REACH_GAIN = 6.0  # 1/s: saturates beyond ~0.17 m at the 1 m/s cap
@@ -93,8 +90,8 @@ def ee_velocity_action(env: ArmTaskEnv, v: F64) -> np.ndarray:
     """
     v = np.asarray(v, dtype=np.float64)
     if env.action_mode == "joint_velocity":
-        J = env.physics.ee_jacobian()
-        u = J.T @ np.linalg.solve(J @ J.T + _PINV_DAMPING**2 * np.eye(3), v)
+        M, _ = ee_velocity_map(env.physics.ee_jacobian())  # the env's own ee_velocity mapping
+        u = M @ v
     else:
         u = v
     a = u / env.action_scale

@@ -47,7 +47,6 @@ from safebot.deploy.bundle import (
     load_bundle,
     write_bundle,
 )
-from safebot.envs.base import ARM_JOINTS
 from safebot.resources import resolve
 
 #: largest |TorchScript - SB3| accepted by the export's self-check
@@ -227,6 +226,7 @@ def shield_config(run_dir: Path) -> tuple[ShieldConfig, Path]:
         view_scale = np.asarray(env.arm.scale, dtype=np.float64)
         envelope = env.envelope
         q_low, q_high = inner.physics.joint_limits()  # type: ignore[attr-defined]
+        arm_joints = tuple(inner.arm_joints)  # type: ignore[attr-defined]
     finally:
         env.close()
     scene = resolve("assets", spec.robot.scene)
@@ -240,7 +240,7 @@ def shield_config(run_dir: Path) -> tuple[ShieldConfig, Path]:
         barrier_gain=envelope.barrier_gain,
         observe_width=bool(spec.train.observe_width),
         scene=f"{scene.parent.name}/{scene.name}",
-        joints=ARM_JOINTS,
+        joints=arm_joints,
         q_low=q_low,
         q_high=q_high,
     )

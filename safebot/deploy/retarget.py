@@ -27,12 +27,11 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from safebot.constraints import ArmState
 from safebot.deploy.profiles import ControllerProfile
 from safebot.deploy.protocol import FloatArray
 from safebot.envelope import Envelope, Limit
-from safebot.envs.base import ee_velocity_map
-from safebot.envs.physics import ArmPhysics
+from safebot.envs.physics import ArmPhysics, ee_velocity_map
+from safebot.shield import ArmKinematics
 
 
 class RetargetError(ValueError):
@@ -43,8 +42,8 @@ class RetargetedArm:
     """The profile's arm as a kinematic MuJoCo model, for an ``ee_velocity`` policy.
 
     Stands in for the task env's arm in :class:`~safebot.deploy.run.ShieldedPolicy`:
-    it has the :class:`~safebot.shield.SafebotArmView` surface the deploy glue uses
-    (``scale``, :meth:`state`) and the physics it reads (``physics``, ``model``,
+    it has the task env's :class:`~safebot.shield.ArmKinematics` (``kinematics``: what the
+    safety filter reads) and the physics the observation reads (``physics``, ``model``,
     ``data``, ``q_low``, ``q_high``). It is never stepped: the worker writes the
     stub's ``q``, ``dq`` into it and runs the kinematics. It has no contacts (the
     plant's are not known here), like the same-arm path.
@@ -103,37 +102,27 @@ class RetargetedArm:
             )
         self.dt = float(dt)
         self.q_low, self.q_high = self.physics.joint_limits()
-        self._radius = [float(self.model.site_size[s, 0]) for s in self._sites]
         self.boxes = [(c.copy(), h.copy()) for c, h in boxes]
         self.site_names = list(arm.keepout_sites)
         self.scene = arm.scene
+        self.kinematics = ArmKinematics(
+            model=self.model,
+            data=self.data,
+            joints=self.physics.joint_ids,
+            ee_site=self.physics.ee_site_id,
+            keepout_sites=np.asarray(self._sites, dtype=np.int64),
+            arm_geom=self.physics.arm_geom,
+            q_low=self.q_low,
+            q_high=self.q_high,
+            action_mode="ee_velocity",
+            scale=self.scale,
+            dt=self.dt,
+            boxes=ArmKinematics.boxes_array(self.boxes),
+        )
 
     def action_map(self) -> tuple[FloatArray, FloatArray]:
         """``(M, c)`` with ``qd = M u + c``: the task env's ``ee_velocity`` map on this arm."""
         return ee_velocity_map(self.physics.ee_jacobian())
-
-    def state(self) -> ArmState:
-        """The shield's view of the model's current (kinematic) state; no contacts."""
-        phys = self.physics
-        M, c = self.action_map()
-        J = phys.ee_jacobian()
-        sites = []
-        for s in self._sites:
-            S = phys.site_jacobian(s)
-            sites.append((phys.site_pos(s), (S @ M, S @ c)))
-        return ArmState(
-            dt=self.dt,
-            ee_pos=phys.ee_pos(),
-            ee_map=(J @ M, J @ c),
-            qd_map=(M, c),
-            q=phys.qpos(),
-            q_low=self.q_low,
-            q_high=self.q_high,
-            sites=sites,
-            boxes=self.boxes,
-            contacts=[],
-            site_radius=self._radius,
-        )
 
 
 def retarget_envelope(envelope: Envelope, profile: ControllerProfile) -> Envelope:

@@ -16,12 +16,13 @@ Two rates, two processes, as on a real arm (the 1 kHz callback never runs the ne
   kinematics as the stub's PyBullet URDF either way), which gives ``ee_pos`` and
   ``ee_vel = J(q) dq``; the task observation is rebuilt (``q, dq, ee_pos, ee_vel``,
   or only ``ee_pos, ee_vel`` for a Cartesian policy, and the widths, with a fixed
-  goal) and the TorchScript policy
-  gives the action ``a``; the shield builds its rows ``A u <= b`` from the same
-  MuJoCo state (:func:`safebot.constraints.build`, the bundle's envelope at its
-  width, caps intersected with the profile) and projects ``u = scale * a``
-  (:func:`safebot.kernels.project`); the command is ``qd = M u + c`` (for
-  end-effector actions ``M`` is the damped pseudo-inverse the env uses).
+  goal; :func:`safebot.envs.physics.arm_observation`, the env's own) and the TorchScript
+  policy gives the action ``a``; the safety filter the policy trained against
+  (:class:`safebot.shield.SafetyFilter` on a :class:`~safebot.shield.MujocoArmView` of the
+  same MuJoCo state, the bundle's envelope at its width, caps intersected with the
+  profile) gives the command ``u``, and the joint command is ``qd = M u + c``
+  (:meth:`~safebot.shield.SafetyFilter.joint_velocity`; for end-effector actions ``M`` is
+  the damped pseudo-inverse the env uses).
 
 The projection runs once per policy tick, as in training (the env holds its
 velocity-servo targets for a control period). Measured on the loop's side, a
@@ -71,7 +72,7 @@ import mujoco
 import numpy as np
 import torch
 
-from safebot import constraints, kernels
+from safebot import kernels
 from safebot.config import SpecError
 from safebot.deploy.bundle import Bundle, BundleError, load_bundle
 from safebot.deploy.client import DeployReport, run_loop
@@ -81,7 +82,9 @@ from safebot.deploy.retarget import RetargetedArm, RetargetError, retarget_envel
 from safebot.deploy.rt import enter_realtime
 from safebot.envelope import Envelope, Limit
 from safebot.envs import make_task_env
+from safebot.envs.physics import arm_observation
 from safebot.resources import resolve
+from safebot.shield import ROW_KINDS, MujocoArmView, SafetyFilter
 
 #: a per-axis end-effector bound ``s`` allows speeds up to ``sqrt(3) s`` (the box's corner)
 EE_AXIS_TO_NORM = float(np.sqrt(3.0))
@@ -203,7 +206,7 @@ class Tick:
         qd: the shielded joint-velocity command (rad/s).
         status: the projection's status code (``kernels.STATUS_NAMES``); not ok -> ``qd = 0``.
         intervened: the shield changed the action (or stopped).
-        active: bit mask over ``constraints.ROW_KINDS`` of the limit kinds that bind.
+        active: bit mask over ``safebot.shield.ROW_KINDS`` of the limit kinds that bind.
         observe_us, shield_us: time for observation + inference, and for rows + projection.
         fk_error: |MuJoCo end effector at the stub's q - the stub's own end effector| (m).
     """
@@ -261,8 +264,6 @@ class ShieldedPolicy:
         goal: FloatArray | None = None,
         torch_threads: int = 1,
     ) -> None:
-        from safebot.shield import SafebotArmView
-
         self.retargeted = check_compatible(bundle, profile)
         torch.set_num_threads(torch_threads)
         self.bundle = bundle
@@ -279,38 +280,38 @@ class ShieldedPolicy:
         self.boxes = [(c.copy(), h.copy()) for c, h in env.keepout_boxes()]
         self.scale = np.asarray(shield.action_scale, dtype=np.float64)
         self.bundle_envelope = shield.envelope()
-        self.view: SafebotArmView | RetargetedArm
+        self.arm: RetargetedArm | None = None
         if self.retargeted:
             # the profile's arm in the same world frame (safebot.deploy.retarget)
             try:
-                arm = RetargetedArm(profile, action_scale=self.scale, dt=env.dt, boxes=self.boxes)
+                self.arm = RetargetedArm(
+                    profile, action_scale=self.scale, dt=env.dt, boxes=self.boxes
+                )
             except RetargetError as err:
                 raise DeployError(str(err)) from None
-            self.view, phys = arm, arm.physics
-            self._m, self._d = arm.model, arm.data
-            q_low, q_high = arm.q_low, arm.q_high
+            kin, phys = self.arm.kinematics, self.arm.physics
             envelope = retarget_envelope(self.bundle_envelope, profile)
         else:
-            self.view, phys = SafebotArmView(env), env.physics
-            self._m, self._d = env.model, env.data
-            q_low, q_high = env.q_low, env.q_high
+            kin, phys = env.kinematics, env.physics
             envelope = self.bundle_envelope
-        if self.view.scale.shape != self.scale.shape:
+        if kin.scale.shape != self.scale.shape:
             raise DeployError(
-                f"bundle action scale has {self.scale.size} entries, the task's actions {self.view.scale.size}"
+                f"bundle action scale has {self.scale.size} entries, the task's actions {kin.scale.size}"
             )
-        self.w = 1.0 / self.scale**2  # project in normalised-action units, as the Shield does
-        self.zero = np.zeros_like(self.scale)
+        self._m, self._d, self._phys = kin.model, kin.data, phys
+        self.q_low, self.q_high = intersect_joint_limits(kin.q_low, kin.q_high, profile)
         self.envelope = intersect_envelope(envelope, profile)
         self.bounds = self.envelope.bounds()
-        self.q_low, self.q_high = intersect_joint_limits(q_low, q_high, profile)
+        # the same filter as in training, on this model, with the bundle's scale and the
+        # joint limits intersected with the robot's
+        kin = replace(kin, scale=self.scale, q_low=self.q_low, q_high=self.q_high)
+        self.filter = SafetyFilter(self.envelope, MujocoArmView(kin))
+        self._kind_bit = {kind: 1 << code for code, kind in enumerate(ROW_KINDS)}
         self.widths = np.array([shield.width[k] for k in shield.limits], dtype=np.float64)
         self.module = bundle.load_module()
         self._x = torch.zeros((1, bundle.policy.input_size), dtype=torch.float32)
 
         self._qadr, self._dadr = phys.qpos_adr, phys.dof_adr
-        self._site = phys.ee_site_id
-        self._jac = np.zeros((3, self._m.nv))
         self.home = np.asarray(profile.plant.home, dtype=np.float64)
         self.threshold = float(bundle.spec.goal.threshold)
         if goal is None:
@@ -365,18 +366,14 @@ class ShieldedPolicy:
         mujoco.mj_comPos(m, d)
 
     def observation(self, q: FloatArray, dq: FloatArray) -> dict[str, FloatArray]:
-        """The task observation at ``(q, dq)``; leaves the model in that state for :meth:`project`."""
+        """The task observation at ``(q, dq)`` (the env's own arm observation, the widths and the
+        goal); leaves the model in that state for :meth:`project`."""
         self._set_joints(q, dq)
-        d = self._d
-        ee = d.site_xpos[self._site].copy()
-        mujoco.mj_jacSite(self._m, d, self._jac, None, self._site)
-        ee_vel = self._jac[:, self._dadr] @ dq
-        parts = [ee, ee_vel] if self.cartesian else [q, dq, ee, ee_vel]
-        if self.bundle.shield.observe_width:
-            parts.append(self.widths)
+        arm = arm_observation(self._phys, self.bundle.spec.robot.observation)
+        parts = [arm, self.widths] if self.bundle.shield.observe_width else [arm]
         return {
             "observation": np.concatenate(parts),
-            "achieved_goal": ee,
+            "achieved_goal": self._phys.ee_pos(),
             "desired_goal": self.goal.copy(),
         }
 
@@ -387,35 +384,27 @@ class ShieldedPolicy:
         with torch.inference_mode():
             return np.asarray(self.module(x).numpy()[0], dtype=np.float64)
 
-    def project(self, u_raw: FloatArray) -> tuple[FloatArray, int, bool, int]:
-        """Shield a physical action at the model's current state.
+    def project(self, a: FloatArray) -> tuple[FloatArray, int, bool, int]:
+        """Filter a normalised action at the model's current state (:class:`SafetyFilter`).
 
         Returns:
             ``(qd, status, intervened, active_mask)``; a failed projection (non-finite
-            action, infeasible rows) gives the safe stop ``qd = 0``.
+            action, infeasible rows) gives the safe stop ``qd = 0`` (docs/design.md, rule 2).
         """
-        st = replace(self.view.state(), q_low=self.q_low, q_high=self.q_high)
-        rows = constraints.build(st, self.envelope, self.scale, self.bounds)
-        u, active, status = kernels.project(u_raw, rows.A, rows.b, self.w, self.zero)
-        ok = status == kernels.STATUS_OK
-        if not ok:
-            u = self.zero  # the safe stop (design rule 2)
-        intervened = not ok or bool(np.any(np.abs(u - u_raw) > 1e-9 * self.scale))
+        res = self.filter.filter(a)
         mask = 0
-        for code in rows.kind[active]:
-            mask |= 1 << int(code)
-        assert st.qd_map is not None
-        M, c = st.qd_map
-        return np.asarray(M @ u + c, dtype=np.float64), int(status), intervened, mask
+        for kind in res.active:
+            mask |= self._kind_bit[kind]
+        qd = self.filter.joint_velocity(res.u)
+        return qd, kernels.STATUS_NAMES.index(res.status), res.intervened, mask
 
     def tick(self, q: FloatArray, dq: FloatArray, ee_pos: FloatArray | None = None) -> Tick:
         """One policy tick: observe, act, shield."""
         t0 = time.perf_counter_ns()
         obs = self.observation(q, dq)
-        # non-finite actions pass on: the projection turns them into the safe stop
-        u_raw = np.clip(self.act(obs), -1.0, 1.0) * self.scale
+        a = self.act(obs)  # non-finite actions pass on: the filter turns them into the safe stop
         t1 = time.perf_counter_ns()
-        qd, status, intervened, mask = self.project(u_raw)
+        qd, status, intervened, mask = self.project(a)
         t2 = time.perf_counter_ns()
         fk = 0.0 if ee_pos is None else float(np.linalg.norm(obs["achieved_goal"] - ee_pos))
         return Tick(qd, status, intervened, mask, (t1 - t0) / 1e3, (t2 - t1) / 1e3, fk)
@@ -444,10 +433,10 @@ class ShieldedPolicy:
             "keepout_boxes": [[*c.tolist(), *h.tolist()] for c, h in self.boxes],
             "observation": self.bundle.spec.robot.observation,
             "retargeted": self.retargeted,
-            "arm_scene": self.view.scene if isinstance(self.view, RetargetedArm) else None,
+            "arm_scene": self.arm.scene if self.arm is not None else None,
             "keepout_sites": (
-                self.view.site_names
-                if isinstance(self.view, RetargetedArm)
+                self.arm.site_names
+                if self.arm is not None
                 else list(self.bundle.spec.limits.keepout.sites)
                 if self.bundle.spec.limits.keepout is not None
                 else []
@@ -704,7 +693,7 @@ class BundlePolicy:
         name = kernels.STATUS_NAMES[tick.status]
         s.status[name] = s.status.get(name, 0) + 1
         s.interventions += tick.intervened
-        for code, kind in enumerate(constraints.ROW_KINDS):
+        for code, kind in enumerate(ROW_KINDS):
             if tick.active >> code & 1:
                 s.active[kind] = s.active.get(kind, 0) + 1
         s.latency_us.append(latency_ns / 1e3)

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import gymnasium as gym
 
-from safebot.envs.base import ARM_JOINTS, COST_TERMS, ArmTaskEnv
+from safebot.envs.base import COST_TERMS, ArmTaskEnv
 from safebot.envs.physics import ArmPhysics, Contact
 from safebot.envs.tasks import TASK_CLASSES, PressEnv, PushEnv, ReachEnv
 from safebot.spec import TaskSpec, load_task
 
 __all__ = [
-    "ARM_JOINTS",
     "COST_TERMS",
     "TASK_IDS",
     "ArmPhysics",

@@ -15,7 +15,11 @@ velocities, the end-effector position and velocity, then the task's entries;
 nothing that ties it to the Panda's seven joints and ``safebot deploy`` can run it on
 another arm (docs/deploy.md, *Retargeting*).
 
-Costs come from physics (design rule 5): every substep is checked and the
+The arm is data (:meth:`ArmTaskEnv.kinematics`): its joints are the ones the scene's
+velocity servos drive, in actuator order; the gripper is the scene's position actuator
+and the joints coupled to it. Nothing here names the Panda's joints.
+
+Costs come from physics (docs/design.md, rule 5): every substep is checked and the
 step's cost term is 1 if any substep crossed the safe threshold.
 """
 
@@ -30,28 +34,41 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from safebot.envs.physics import F64, ArmPhysics
+from safebot.envs.physics import F64, ArmPhysics, arm_observation, ee_velocity_map
 from safebot.resources import resolve
+from safebot.shield.kinematics import ArmKinematics
 from safebot.spec import SpecError, TaskSpec, load_task
 
-ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
-ARM_ACTUATORS = tuple(f"act_panda_joint{i}" for i in range(1, 8))
 COST_TERMS = ("contact_force", "obstacle", "joint_limit", "ee_speed")
 
-_PINV_DAMPING = 0.05  # damped least squares (Nakamura & Hanafusa 1986): bounded near singularities
 # Fingers held 1 cm apart: a narrow pusher that does not press the fingers into each other
 GRIPPER_OPENING = 0.01
 
+__all__ = ["COST_TERMS", "ArmTaskEnv", "arm_actuators", "ee_velocity_map", "load_scene"]
 
-def ee_velocity_map(J: F64) -> tuple[F64, F64]:
-    """``(M, c)`` of ``ee_velocity`` mode for a 3×n end-effector Jacobian: ``qd = M u + c``.
 
-    ``M`` is the damped pseudo-inverse ``J^T (J J^T + λ² I)^-1`` and ``c = 0``: no
-    null-space term, so ``u = 0`` commands ``qd = 0`` and stopping is always feasible.
-    Any arm's Jacobian works (the deploy glue maps a policy onto other arms with it).
+def _joint_name(model: mujoco.MjModel, act: int) -> str:
+    return (
+        mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, int(model.actuator_trnid[act, 0])) or ""
+    )
+
+
+def arm_actuators(model: mujoco.MjModel) -> tuple[list[int], list[int]]:
+    """``(velocity servos, position servos)`` on joints: the arm and the gripper actuators.
+
+    MuJoCo writes ``<velocity kv>`` as bias ``(0, 0, -kv)`` and ``<position kp kv>`` as
+    ``(0, -kp, -kv)``; both with a fixed gain.
     """
-    JJt = J @ J.T + _PINV_DAMPING**2 * np.eye(3)
-    return J.T @ np.linalg.solve(JJt, np.eye(3)), np.zeros(J.shape[1])
+    vel, pos = [], []
+    for a in range(model.nu):
+        if model.actuator_trntype[a] != mujoco.mjtTrn.mjTRN_JOINT:
+            continue
+        bias = model.actuator_biasprm[a]
+        if bias[1] == 0.0 and bias[2] < 0.0:
+            vel.append(a)
+        elif bias[1] < 0.0:
+            pos.append(a)
+    return vel, pos
 
 
 def load_scene(spec: TaskSpec) -> mujoco.MjModel:
@@ -81,21 +98,17 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
         spec = self.task
         self.model = load_scene(spec)
         self.data = mujoco.MjData(self.model)
+        vel, grip = arm_actuators(self.model)
+        if not vel:
+            raise SpecError(f"{spec.source}: [robot.scene] the scene has no joint velocity servos")
+        self.arm_joints = tuple(_joint_name(self.model, a) for a in vel)
         try:
-            self.physics = ArmPhysics(self.model, self.data, joints=ARM_JOINTS)
-            self._act_ids = np.array(
-                [
-                    mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_ACTUATOR, a)
-                    for a in ARM_ACTUATORS
-                ]
-            )
+            self.physics = ArmPhysics(self.model, self.data, joints=self.arm_joints)
         except KeyError as err:
             raise SpecError(f"{spec.source}: [robot.scene] {err.args[0]}") from None
-        if (self._act_ids < 0).any():
-            raise SpecError(
-                f"{spec.source}: [robot.scene] scene lacks the arm actuators {ARM_ACTUATORS}"
-            )
-        self._grip_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_ACTUATOR, "act_gripper")
+        self._act_ids = np.array(vel)
+        self._grip_id = grip[0] if grip else -1
+        self._finger_qadr = self._finger_qpos_adr()
         self.metadata = {**self.metadata, "render_fps": round(spec.robot.control_hz)}
         self.render_mode = render_mode
         self._renderer: mujoco.Renderer | None = None
@@ -109,6 +122,11 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
                 f"(expected control_hz = {1.0 / self.dt:g})"
             )
         self.home = np.asarray(spec.robot.home, dtype=np.float64)
+        if self.home.shape != (self.physics.n,):
+            raise SpecError(
+                f"{spec.source}: [robot.home] lists {self.home.size} joints, the scene's arm has "
+                f"{self.physics.n} ({', '.join(self.arm_joints)})"
+            )
         self.q_low, self.q_high = self.physics.joint_limits()
         if np.any(self.home < self.q_low) or np.any(self.home > self.q_high):
             raise SpecError(f"{spec.source}: [robot.home] outside the arm's joint limits")
@@ -117,6 +135,7 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
         self.action_space = spaces.Box(-1.0, 1.0, shape=self.action_scale.shape, dtype=np.float32)
         self._goal = np.zeros(self.goal_dim)
         self._keepout = self._keepout_geoms()
+        self.kinematics = self._arm_kinematics()
         self._goal_mocap = self._mocap_id("goal")
         self._steps = 0
         self._f6 = np.zeros(6)
@@ -249,24 +268,73 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
     def action_map(self) -> tuple[F64, F64]:
         """``(M, c)`` with commanded joint velocity ``qd = M u + c`` for a physical action ``u``."""
         if self.action_mode == "joint_velocity":
-            return np.eye(7), np.zeros(7)
-        return ee_velocity_map(self.physics.ee_jacobian())
+            n = self.physics.n
+            return np.eye(n), np.zeros(n)
+        return ee_velocity_map(self.physics.ee_jacobian(), self.kinematics.damping)
 
     def keepout_boxes(self) -> list[tuple[F64, F64]]:
-        """World-axis-aligned keep-out boxes ``(centre, half_size)`` from the scene's geoms."""
+        """The keep-out boxes ``(centre, half_size)`` the controller believes in (world axes).
+
+        Here: the scene's keep-out geoms as they are. The shield reads this map into
+        ``kinematics.boxes`` at every reset (:meth:`refresh_keepout_map`).
+        """
         out = []
         for g in self._keepout:
             out.append((self.data.geom_xpos[g].copy(), self.model.geom_size[g].copy()))
         return out
 
+    def refresh_keepout_map(self) -> None:
+        """Copy :meth:`keepout_boxes` into ``kinematics.boxes`` (done at reset; call it after
+        moving an obstacle of the map mid-episode)."""
+        boxes = self.keepout_boxes()
+        if len(boxes) != self.kinematics.boxes.shape[0]:
+            raise ValueError(
+                f"keepout_boxes() returned {len(boxes)} boxes, the shield was built for "
+                f"{self.kinematics.boxes.shape[0]}"
+            )
+        self.kinematics.boxes[:] = ArmKinematics.boxes_array(boxes)
+
     # ---------------------------------------------------------------- internals
+    def _arm_kinematics(self) -> ArmKinematics:
+        phys, ko = self.physics, self.task.limits.keepout
+        try:
+            sites = [phys.site_id(s) for s in ko.sites] if ko is not None else []
+        except KeyError as err:
+            raise SpecError(f"{self.task.source}: [limits.keepout.sites] {err.args[0]}") from None
+        return ArmKinematics(
+            model=self.model,
+            data=self.data,
+            joints=phys.joint_ids,
+            ee_site=phys.ee_site_id,
+            keepout_sites=np.asarray(sites, dtype=np.int64),
+            arm_geom=phys.arm_geom,
+            q_low=self.q_low,
+            q_high=self.q_high,
+            action_mode=self.action_mode,
+            scale=self.action_scale,
+            dt=self.dt,
+            boxes=np.zeros((len(self._keepout), 6)),
+        )
+
+    def _finger_qpos_adr(self) -> list[int]:
+        """qpos addresses of the gripper's joint and the joints coupled to it by equalities."""
+        m = self.model
+        if self._grip_id < 0:
+            return []
+        joints = {int(m.actuator_trnid[self._grip_id, 0])}
+        for e in range(m.neq):
+            if m.eq_type[e] == mujoco.mjtEq.mjEQ_JOINT and int(m.eq_obj1id[e]) in joints:
+                joints.add(int(m.eq_obj2id[e]))
+        return sorted(int(m.jnt_qposadr[j]) for j in joints)
+
     def _hard_action_scale(self) -> F64:
         lim = self.task.limits
         if self.action_mode == "joint_velocity":
             ctrl_hi = self.model.actuator_ctrlrange[self._act_ids, 1]
             if lim.joint_velocity is None:
                 return ctrl_hi.copy()
-            cap = np.broadcast_to(np.asarray(lim.joint_velocity.cap, dtype=np.float64), (7,))
+            n = self.physics.n
+            cap = np.broadcast_to(np.asarray(lim.joint_velocity.cap, dtype=np.float64), (n,))
             return np.minimum(cap, ctrl_hi)
         if lim.ee_speed is None:
             raise SpecError(
@@ -300,22 +368,22 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
         mujoco.mj_resetData(self.model, self.data)
         noise = self.task.robot.home_noise
         q = np.clip(
-            self.home + rng.uniform(-noise, noise, 7), self.q_low + 0.05, self.q_high - 0.05
+            self.home + rng.uniform(-noise, noise, self.physics.n),
+            self.q_low + 0.05,
+            self.q_high - 0.05,
         )
         self.data.qpos[self.physics.qpos_adr] = q
         self.data.ctrl[:] = 0.0
         if self._grip_id >= 0:
             self.data.ctrl[self._grip_id] = GRIPPER_OPENING
-            for j in ("panda_finger_joint1", "panda_finger_joint2"):
-                jid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, j)
-                if jid >= 0:
-                    self.data.qpos[self.model.jnt_qposadr[jid]] = GRIPPER_OPENING
+            self.data.qpos[self._finger_qadr] = GRIPPER_OPENING
         self._reset_task(rng)
         mujoco.mj_kinematics(self.model, self.data)  # goal sampling reads geom and site poses
         self._goal = self._sample_goal(rng)
         if self._goal_mocap >= 0:
             self.data.mocap_pos[self._goal_mocap] = self._goal_marker()
         mujoco.mj_forward(self.model, self.data)
+        self.refresh_keepout_map()
         return self._obs()
 
     def _goal_marker(self) -> F64:
@@ -368,13 +436,7 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
         return [force, obstacle, joint, speed]
 
     def _obs(self) -> dict[str, np.ndarray]:
-        phys = self.physics
-        if self.task.robot.observation == "cartesian":
-            # no joint state: an ee_velocity policy that sees only the end effector can run on
-            # another arm whose controller tracks the same Cartesian command (safebot deploy)
-            arm = np.concatenate([phys.ee_pos(), phys.ee_vel()])
-        else:
-            arm = np.concatenate([phys.qpos(), phys.qvel(), phys.ee_pos(), phys.ee_vel()])
+        arm = arm_observation(self.physics, self.task.robot.observation)
         return {
             "observation": np.concatenate([arm, self._task_obs()]),
             "achieved_goal": self._achieved_goal(),

@@ -13,7 +13,21 @@ import mujoco
 import numpy as np
 from numpy.typing import NDArray
 
+from safebot.shield.kinematics import PINV_DAMPING
+
 F64 = NDArray[np.float64]
+
+
+
+def ee_velocity_map(J: F64, damping: float = PINV_DAMPING) -> tuple[F64, F64]:
+    """``(M, c)`` of ``ee_velocity`` actions for a 3×n end-effector Jacobian: ``qd = M u + c``.
+
+    ``M`` is the damped pseudo-inverse ``J^T (J J^T + λ² I)^-1`` and ``c = 0``: no
+    null-space term, so ``u = 0`` commands ``qd = 0`` and stopping is always feasible.
+    Any arm's Jacobian works (the deploy side maps a policy onto other arms with it).
+    """
+    JJt = J @ J.T + damping**2 * np.eye(3)
+    return J.T @ np.linalg.solve(JJt, np.eye(3)), np.zeros(J.shape[1])
 
 
 @dataclass(frozen=True)
@@ -167,3 +181,20 @@ def _id(model: mujoco.MjModel, kind: mujoco.mjtObj, name: str) -> int:
         label = str(kind).split(".")[-1].removeprefix("mjOBJ_").lower()
         raise KeyError(f"model has no {label} named {name!r}")
     return int(i)
+
+
+def arm_observation(phys: ArmPhysics, mode: str) -> F64:
+    """The arm's part of a task observation, from the model's current state.
+
+    The one observation function of the env and of ``safebot deploy`` (which writes the
+    robot's ``q, dq`` into a kinematic model first).
+
+    Args:
+        phys: the arm.
+        mode: ``"full"``: joint positions and velocities, end-effector position and velocity;
+            ``"cartesian"``: the end effector only (no joint state: the policy can drive
+            another arm that tracks the same Cartesian command).
+    """
+    if mode == "cartesian":
+        return np.concatenate([phys.ee_pos(), phys.ee_vel()])
+    return np.concatenate([phys.qpos(), phys.qvel(), phys.ee_pos(), phys.ee_vel()])

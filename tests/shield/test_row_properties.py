@@ -7,17 +7,34 @@ from collections.abc import Callable
 
 import mujoco
 import numpy as np
+import oracle as constraints
 import pytest
 
-from safebot import constraints, kernels
-from safebot.constraints import KIND_CODE, ROW_KINDS, ArmState, Rows
+from safebot import kernels
 from safebot.envelope import Envelope, Limit
 from safebot.envs import ArmTaskEnv
-from safebot.shield import SafebotArmView
+from safebot.shield import rows as numba_rows
+from safebot.shield.packed import KIND_CODE, ROW_KINDS, ArmState, Rows
 
 MakeTask = Callable[..., ArmTaskEnv]
 TASKS = ("reach", "reach_joint", "push", "press")
 GAIN, BACKOFF, DT = 5.0, 0.05, 0.04
+
+
+class OracleView:
+    """The arm's state computed the readable way (``tests/oracle.py``)."""
+
+    def __init__(self, env: ArmTaskEnv) -> None:
+        self.env = env
+
+    def state(self) -> ArmState:
+        return constraints.arm_state(self.env.kinematics)
+
+
+@pytest.fixture(params=["oracle", "numba"])
+def build(request: pytest.FixtureRequest) -> Callable[..., Rows]:
+    """Every property of the stacked rows holds for the oracle and for the filter's numba rows."""
+    return constraints.build if request.param == "oracle" else numba_rows.build
 
 
 def _identity_state(pos: np.ndarray | None = None, **kw: object) -> ArmState:
@@ -42,7 +59,7 @@ def _place(env: ArmTaskEnv, q: np.ndarray) -> None:
 
 def _states_inside(env: ArmTaskEnv, envelope: Envelope, n: int, seed: int) -> list[ArmState]:
     """Random joint configurations inside the start envelope (rejection sampling)."""
-    view = SafebotArmView(env)
+    view = OracleView(env)
     start = envelope.bounds(0.0)
     rng = np.random.default_rng(seed)
     out: list[ArmState] = []
@@ -60,7 +77,7 @@ def _states_inside(env: ArmTaskEnv, envelope: Envelope, n: int, seed: int) -> li
 
 def _press(env: ArmTaskEnv, min_force: float) -> ArmState:
     """Move over the press goal, descend, and press until an arm contact exceeds ``min_force``."""
-    view = SafebotArmView(env)
+    view = OracleView(env)
     goal = env.goal
     for _ in range(200):
         p = env.physics.ee_pos()
@@ -81,7 +98,9 @@ def _press(env: ArmTaskEnv, min_force: float) -> ArmState:
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_stopping_is_feasible_inside_the_envelope(make_task: MakeTask, task: str) -> None:
+def test_stopping_is_feasible_inside_the_envelope(
+    make_task: MakeTask, task: str, build: Callable[..., Rows]
+) -> None:
     env = make_task(task)
     env.reset(seed=0)
     envelope = Envelope.from_spec(env.task.limits)
@@ -89,7 +108,7 @@ def test_stopping_is_feasible_inside_the_envelope(make_task: MakeTask, task: str
     kinds_seen: set[int] = set()
     for state in _states_inside(env, envelope, 40, seed=1):
         for width in (0.0, 0.5, 1.0):
-            rows = constraints.build(state, envelope, scale, envelope.bounds(width))
+            rows = build(state, envelope, scale, envelope.bounds(width))
             assert rows.A.shape == (len(rows.b), len(scale))
             assert len(rows.b) <= 64  # the kernel's design size
             assert np.all(np.isfinite(rows.A)) and np.all(np.isfinite(rows.b))
@@ -105,13 +124,15 @@ def test_stopping_is_feasible_inside_the_envelope(make_task: MakeTask, task: str
     assert expected <= {ROW_KINDS[k] for k in kinds_seen}
 
 
-def test_stopping_is_feasible_while_pressing_below_the_bound(make_task: MakeTask) -> None:
+def test_stopping_is_feasible_while_pressing_below_the_bound(
+    make_task: MakeTask, build: Callable[..., Rows]
+) -> None:
     env = make_task("press")
     env.reset(seed=0)
     envelope = Envelope.from_spec(env.task.limits)
     state = _press(env, 2.0)
     assert max(f for f, _ in state.contacts) < envelope.bounds(0.0).contact_force  # type: ignore[operator]
-    rows = constraints.build(state, envelope, env.action_scale)
+    rows = build(state, envelope, env.action_scale)
     assert KIND_CODE["contact_force"] in rows.kind
     assert np.all(rows.b >= 0.0)
 
@@ -150,7 +171,9 @@ def test_ee_speed_rows_bound_the_norm(s: float) -> None:
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_ee_speed_rows_on_arm_states(make_task: MakeTask, task: str) -> None:
+def test_ee_speed_rows_on_arm_states(
+    make_task: MakeTask, task: str, build: Callable[..., Rows]
+) -> None:
     """Project large random commands: the end effector's velocity never exceeds 1.24 s."""
     env = make_task(task)
     env.reset(seed=0)
@@ -160,7 +183,7 @@ def test_ee_speed_rows_on_arm_states(make_task: MakeTask, task: str) -> None:
         for width in (0.0, 1.0):
             bounds = envelope.bounds(width)
             s = float(np.min(bounds.ee_speed))  # type: ignore[arg-type]
-            rows = constraints.build(state, envelope, env.action_scale, bounds)
+            rows = build(state, envelope, env.action_scale, bounds)
             E, e = state.ee_map  # type: ignore[misc]
             for _ in range(20):
                 a = rng.normal(size=len(env.action_scale))
@@ -194,16 +217,16 @@ def test_workspace_barrier_shrinks_to_zero_at_the_boundary() -> None:
     np.testing.assert_allclose(u, [0.0, 0.2, 0.0], atol=1e-12)
 
 
-def test_workspace_barrier_on_the_arm(make_task: MakeTask) -> None:
+def test_workspace_barrier_on_the_arm(make_task: MakeTask, build: Callable[..., Rows]) -> None:
     # an envelope whose +x wall passes through the end effector: no further +x motion
     env = make_task("reach")
     env.reset(seed=0)
-    state = SafebotArmView(env).state()
+    state = OracleView(env).state()
     p = state.ee_pos
     start = [*(p - 0.3), p[0], *(p[1:] + 0.3)]
     ws = Limit.make("workspace", start, [-5.0] * 3 + [5.0] * 3, [-1.0] * 3 + [1.0] * 3)
     envelope = Envelope({"workspace": ws, "ee_speed": Limit.make("ee_speed", [1.0] * 3, 1.0)})
-    rows = constraints.build(state, envelope, env.action_scale)
+    rows = build(state, envelope, env.action_scale)
     u = _project(np.array([1.0, 0.3, 0.0]), rows)
     E, e = state.ee_map  # type: ignore[misc]
     assert (E @ u + e)[0] <= 1e-9
@@ -230,11 +253,11 @@ def test_keepout_row_forbids_approaching_at_the_margin() -> None:
     assert rows.b[0] == pytest.approx(GAIN * (0.4 - margin))
 
 
-def test_keepout_on_the_arm(make_task: MakeTask) -> None:
+def test_keepout_on_the_arm(make_task: MakeTask, build: Callable[..., Rows]) -> None:
     # margin = the current distance of the nearest site's sphere to the obstacle: no approach
     env = make_task("reach")
     env.reset(seed=0)
-    view = SafebotArmView(env)
+    view = OracleView(env)
     state = view.state()
     (centre, half), *_ = state.boxes
     ee = state.sites[0][0]
@@ -252,7 +275,7 @@ def test_keepout_on_the_arm(make_task: MakeTask) -> None:
             "ee_speed": Limit.make("ee_speed", [1.0] * 3, 1.0),
         }
     )
-    rows = constraints.build(state, envelope, env.action_scale)
+    rows = build(state, envelope, env.action_scale)
     assert KIND_CODE["keepout"] in rows.kind
     toward = np.sign(centre - ee) * (np.arange(3) == j)
     u = _project(toward * 1.0, rows)
@@ -291,7 +314,9 @@ def test_keepout_keeps_the_sphere_around_a_site_outside_the_box() -> None:
         constraints.keepout_rows(bad, margin, GAIN, BACKOFF)
 
 
-def test_keepout_on_the_arm_counts_the_hand_radius(make_task: MakeTask) -> None:
+def test_keepout_on_the_arm_counts_the_hand_radius(
+    make_task: MakeTask, build: Callable[..., Rows]
+) -> None:
     """The hand's centre beyond the margin but its sphere (0.046 m) inside: approach is cut."""
     env = make_task("reach")
     env.reset(seed=0)
@@ -301,7 +326,7 @@ def test_keepout_on_the_arm_counts_the_hand_radius(make_task: MakeTask) -> None:
         env.step(np.clip(np.array([0.0, 0.0, -0.3]) / env.action_scale, -1.0, 1.0))
     for _ in range(5):
         env.step(np.zeros(3))
-    state = SafebotArmView(env).state()
+    state = OracleView(env).state()
     spec = env.task.limits.keepout
     assert spec is not None
     hand = spec.sites.index("site_hand")
@@ -325,7 +350,7 @@ def test_keepout_on_the_arm_counts_the_hand_radius(make_task: MakeTask) -> None:
     bounds = envelope.bounds()
     m = constraints.margins(state, bounds)["keepout"]
     assert m == pytest.approx(0.02 - HAND_RADIUS)  # negative: the hand's sphere is inside
-    rows = constraints.build(state, envelope, env.action_scale, bounds)
+    rows = build(state, envelope, env.action_scale, bounds)
     keepout = np.flatnonzero(rows.kind == KIND_CODE["keepout"])
     assert len(keepout) == len(state.sites)  # one box: one row per site, in order
     assert rows.b[keepout[hand]] < 0.0  # the hand must back off
@@ -360,7 +385,7 @@ def test_contact_row_forbids_pushing_further_at_the_bound() -> None:
     np.testing.assert_allclose(rows.b, v0 * (1 - np.array([9.0, 8.0, 7.0, 6.0]) / fmax))
 
 
-def test_contact_row_on_the_arm(make_task: MakeTask) -> None:
+def test_contact_row_on_the_arm(make_task: MakeTask, build: Callable[..., Rows]) -> None:
     env = make_task("press")
     env.reset(seed=0)
     state = _press(env, 2.0)
@@ -373,7 +398,7 @@ def test_contact_row_on_the_arm(make_task: MakeTask) -> None:
             "ee_speed": Limit.make("ee_speed", [1.0] * 3, 1.0),
         }
     )
-    rows = constraints.build(state, envelope, env.action_scale)
+    rows = build(state, envelope, env.action_scale)
     contact = rows.kind == KIND_CODE["contact_force"]
     assert contact.any()
     u = _project(np.array([0.0, 0.0, -0.3]), rows)
@@ -434,7 +459,7 @@ def test_margins_are_signed_distances() -> None:
     assert constraints.margins(state, envelope.bounds())["workspace"] == pytest.approx(-0.2)
 
 
-def test_build_labels_rows_and_clamps_the_barrier_gain() -> None:
+def test_build_labels_rows_and_clamps_the_barrier_gain(build: Callable[..., Rows]) -> None:
     envelope = Envelope(
         {
             "ee_speed": Limit.make("ee_speed", [0.2] * 3, 1.0),
@@ -448,7 +473,7 @@ def test_build_labels_rows_and_clamps_the_barrier_gain() -> None:
         barrier_gain=1000.0,
     )
     state = _identity_state([0.9, 0.0, 0.0])
-    rows = constraints.build(state, envelope, np.ones(3))
+    rows = build(state, envelope, np.ones(3))
     kinds = [ROW_KINDS[k] for k in rows.kind]
     assert kinds.count("action_box") == 6
     assert kinds.count("ee_speed") == 14
