@@ -298,7 +298,7 @@ class ShieldedPolicy:
             raise DeployError(
                 f"bundle action scale has {self.scale.size} entries, the task's actions {kin.scale.size}"
             )
-        self._m, self._d, self._phys = kin.model, kin.data, phys
+        self._m, self._d, self.physics = kin.model, kin.data, phys
         self.q_low, self.q_high = intersect_joint_limits(kin.q_low, kin.q_high, profile)
         self.envelope = intersect_envelope(envelope, profile)
         self.bounds = self.envelope.bounds()
@@ -369,11 +369,11 @@ class ShieldedPolicy:
         """The task observation at ``(q, dq)`` (the env's own arm observation, the widths and the
         goal); leaves the model in that state for :meth:`project`."""
         self._set_joints(q, dq)
-        arm = arm_observation(self._phys, self.bundle.spec.robot.observation)
+        arm = arm_observation(self.physics, self.bundle.spec.robot.observation)
         parts = [arm, self.widths] if self.bundle.shield.observe_width else [arm]
         return {
             "observation": np.concatenate(parts),
-            "achieved_goal": self._phys.ee_pos(),
+            "achieved_goal": self.physics.ee_pos(),
             "desired_goal": self.goal.copy(),
         }
 
@@ -384,14 +384,14 @@ class ShieldedPolicy:
         with torch.inference_mode():
             return np.asarray(self.module(x).numpy()[0], dtype=np.float64)
 
-    def project(self, a: FloatArray) -> tuple[FloatArray, int, bool, int]:
-        """Filter a normalised action at the model's current state (:class:`SafetyFilter`).
+    def project(self, u_raw: FloatArray) -> tuple[FloatArray, int, bool, int]:
+        """Filter a physical action (``scale * a``) at the model's current state (:class:`SafetyFilter`).
 
         Returns:
             ``(qd, status, intervened, active_mask)``; a failed projection (non-finite
             action, infeasible rows) gives the safe stop ``qd = 0`` (docs/design.md, rule 2).
         """
-        res = self.filter.filter(a)
+        res = self.filter.filter(np.asarray(u_raw, dtype=np.float64) / self.scale)
         mask = 0
         for kind in res.active:
             mask |= self._kind_bit[kind]
@@ -402,9 +402,10 @@ class ShieldedPolicy:
         """One policy tick: observe, act, shield."""
         t0 = time.perf_counter_ns()
         obs = self.observation(q, dq)
-        a = self.act(obs)  # non-finite actions pass on: the filter turns them into the safe stop
+        # non-finite actions pass on: the filter turns them into the safe stop
+        u_raw = np.clip(self.act(obs), -1.0, 1.0) * self.scale
         t1 = time.perf_counter_ns()
-        qd, status, intervened, mask = self.project(a)
+        qd, status, intervened, mask = self.project(u_raw)
         t2 = time.perf_counter_ns()
         fk = 0.0 if ee_pos is None else float(np.linalg.norm(obs["achieved_goal"] - ee_pos))
         return Tick(qd, status, intervened, mask, (t1 - t0) / 1e3, (t2 - t1) / 1e3, fk)

@@ -18,7 +18,6 @@ from safebot.shield.kinematics import PINV_DAMPING
 F64 = NDArray[np.float64]
 
 
-
 def ee_velocity_map(J: F64, damping: float = PINV_DAMPING) -> tuple[F64, F64]:
     """``(M, c)`` of ``ee_velocity`` actions for a 3×n end-effector Jacobian: ``qd = M u + c``.
 

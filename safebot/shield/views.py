@@ -89,7 +89,7 @@ class MujocoArmView:
         self._force = np.zeros(6)
         self._grow_contacts(4)
         self._data: Any = None
-        self.mj: tuple[np.ndarray, ...] = ()
+        self.mj: Any = ()  # (qpos, xanchor, xaxis, site_xpos, site_size)
 
     @property
     def sizes(self) -> tuple[int, int, int]:

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from safebot import constraints, kernels
+from safebot import kernels
 from safebot.cli import app
 from safebot.deploy.bundle import Bundle
 from safebot.deploy.profiles import ControllerProfile, load_profile
@@ -29,6 +29,8 @@ from safebot.deploy.run import (
     intersect_envelope,
 )
 from safebot.envelope import Envelope
+from safebot.shield import ROW_KINDS
+from safebot.shield import rows as constraints
 
 MakeBundle = Callable[[str], Bundle]
 UR = load_profile("ur5e")
@@ -136,10 +138,10 @@ def test_the_shield_uses_the_urs_joints_limits_and_keepout_sites(policy: Shielde
     np.testing.assert_allclose(policy.q_high[2], np.pi, atol=1e-6)
     # one keep-out row per (UR site, box) in the rows the projection sees
     policy.observation(policy.home, np.zeros(6))
-    st_ = policy.view.state()
+    st_ = policy.filter.view.state()
     assert len(st_.sites) == len(UR.arm.keepout_sites) and len(st_.boxes) == 1
     rows = constraints.build(st_, policy.envelope, policy.scale, policy.bounds)
-    n_keepout = int(np.sum(rows.kind == constraints.ROW_KINDS.index("keepout")))
+    n_keepout = int(np.sum(rows.kind == ROW_KINDS.index("keepout")))
     assert n_keepout == len(UR.arm.keepout_sites)
     assert rows.A.shape[1] == 3  # rows act on the end-effector velocity command
 
@@ -213,7 +215,7 @@ def test_shielded_commands_stay_within_the_slow_urs_limits(bundle: Bundle) -> No
         qd, status, _, _ = policy.project(u_raw)
         assert status == kernels.STATUS_OK
         assert np.all(np.abs(qd) <= vel + 1e-6), (qd, vel)
-        mujoco.mj_jacSite(m, d, jac, None, policy._site)
+        mujoco.mj_jacSite(m, d, jac, None, policy.physics.ee_site_id)
         v = jac[:, policy._dadr] @ qd  # the UR's own ee velocity under the command
         assert np.all(np.abs(v) <= bound + 1e-6), (v, bound)
         assert np.linalg.norm(v) <= 0.2 + 1e-6
