@@ -84,7 +84,7 @@ from safebot.envelope import Envelope, Limit
 from safebot.envs import make_task_env
 from safebot.envs.physics import arm_observation
 from safebot.resources import resolve
-from safebot.shield import ROW_KINDS, MujocoArmView, SafetyFilter
+from safebot.shield import ROW_KINDS, FilterResult, MujocoArmView, SafetyFilter
 
 #: a per-axis end-effector bound ``s`` allows speeds up to ``sqrt(3) s`` (the box's corner)
 EE_AXIS_TO_NORM = float(np.sqrt(3.0))
@@ -306,6 +306,7 @@ class ShieldedPolicy:
         # joint limits intersected with the robot's
         kin = replace(kin, scale=self.scale, q_low=self.q_low, q_high=self.q_high)
         self.filter = SafetyFilter(self.envelope, MujocoArmView(kin))
+        self.last: FilterResult | None = None  # the filter's answer at the last tick
         self._kind_bit = {kind: 1 << code for code, kind in enumerate(ROW_KINDS)}
         self.widths = np.array([shield.width[k] for k in shield.limits], dtype=np.float64)
         self.module = bundle.load_module()
@@ -391,7 +392,7 @@ class ShieldedPolicy:
             ``(qd, status, intervened, active_mask)``; a failed projection (non-finite
             action, infeasible rows) gives the safe stop ``qd = 0`` (docs/design.md, rule 2).
         """
-        res = self.filter.filter(np.asarray(u_raw, dtype=np.float64) / self.scale)
+        res = self.last = self.filter.filter(np.asarray(u_raw, dtype=np.float64) / self.scale)
         mask = 0
         for kind in res.active:
             mask |= self._kind_bit[kind]

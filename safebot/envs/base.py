@@ -212,6 +212,11 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
         if self._grip_id >= 0:
             self.data.ctrl[self._grip_id] = GRIPPER_OPENING
         costs = self._simulate()
+        # mj_step leaves poses and Jacobians at the configuration before its last integration;
+        # recompute them at the new qpos so the observation and the next step's shield rows see
+        # the arm where it is (as deploy's kinematic model does), not one substep behind
+        mujoco.mj_kinematics(self.model, self.data)
+        mujoco.mj_comPos(self.model, self.data)
         self._steps += 1
         self._after_step()
         obs = self._obs()
