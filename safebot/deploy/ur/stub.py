@@ -177,6 +177,8 @@ class URStub:
         self.out_double = [0.0] * 48
         self.input_owner: dict[str, _Conn] = {}
         self.last_input_time: float | None = None
+        self.new_input = False
+        self.input_packages = 0
         # program / safety state
         self.program: str | None = None
         self.runtime_state = rtde.RUNTIME_STOPPED
@@ -393,6 +395,8 @@ class URStub:
             elif name.startswith("input_double_register_"):
                 self.in_double[int(name[22:])] = float(v)  # type: ignore[arg-type]
         self.last_input_time = time.perf_counter()
+        self.new_input = True
+        self.input_packages += 1
 
     def _send_outputs(self) -> None:
         snap: dict[str, Any] = {}
@@ -609,6 +613,10 @@ class URStub:
         if cmd in rtde.STREAMING_COMMANDS:
             self.out_int[0] = rtde.SCRIPT_READY
             self.handled_cmd = cmd
+            # the script re-issues the same target each loop: only a new input
+            # package is a new command (the core holds the last one meanwhile)
+            if not self.new_input:
+                return None
             return self._streaming(cmd)
         if cmd == self.handled_cmd:  # already done, waiting for the client to clear it
             return None
@@ -694,6 +702,7 @@ class URStub:
         """One controller cycle (``n`` > 1: the process woke up late, the plant catches up)."""
         self._service()
         cmd = self._script_step(now)
+        self.new_input = False
         self.core.command(cmd, now)
         self._safety(now)
         self.plant.step(self.core.target, n)
@@ -749,6 +758,7 @@ class URStub:
                 "max": round(float(w.max()), 1),
             },
             "commands": self.commands,
+            "input_packages": self.input_packages,
             "cycles_without_new_command": self.core.lost_total,
             "safety_mode": rtde.SAFETY_MODES[self.safety_mode],
             "program": self.program,
