@@ -68,6 +68,8 @@ SuccessFn = Callable[[RobotState], bool]
 STOP_TOLERANCE = 1e-3
 #: speedStop deceleration (rad/s²) once the ramp has reached ~0
 STOP_DECELERATION = 2.0
+#: UR refuses "unlock protective stop" until 5 s after the stop; recover waits this long
+UNLOCK_WAIT_S = 5.5
 #: the RTDE variables the receive interface asks for (the fewer, the cheaper per cycle)
 RECEIVE_VARIABLES = [
     "timestamp",
@@ -211,6 +213,7 @@ class _Run:
         self.seq = 0
         self.ur_log = _FdCapture(False)
         self.longest_gap = 0.0
+        self.speedj_us: list[float] = []
 
     # -- helpers ---------------------------------------------------------------------------
     def _end(self, reason: ExitReason, message: str) -> None:
@@ -374,11 +377,13 @@ class _Run:
     def _speedj(self, state: RobotState, qd: FloatArray) -> bool:
         assert self.s is not None and self.s.c is not None
         self.tracker.update(qd, state)
+        t0 = time.perf_counter_ns()
         try:
             self.s.c.speedJ(qd.tolist(), self.accel, self.dt)
         except RuntimeError as err:
             self._end("stub_lost", self._lost_message(f"speedJ failed: {err}"))
             return False
+        self.speedj_us.append((time.perf_counter_ns() - t0) / 1e3)
         self.last_cmd = qd
         now = time.perf_counter()
         if self.last_send:
@@ -426,8 +431,6 @@ class _Run:
             self.last = state
             self.report.faults = bad
             self._fault(state, raw, 0, "before the run")
-            if "protective_stop" in bad:
-                self.report.message += " [recover=True unlocks it]"
             return False
         try:
             self.s.start_control()
@@ -444,7 +447,7 @@ class _Run:
         import dashboard_client
 
         db: Any = dashboard_client.DashboardClient(self.host)
-        deadline = time.perf_counter() + timeout_s + rtde_unlock_wait()
+        deadline = time.perf_counter() + timeout_s + UNLOCK_WAIT_S
         try:
             db.connect()
             while True:
@@ -585,12 +588,7 @@ class _Run:
         r.duration_s = round(time.perf_counter() - t_start, 4)
         r.compute_us = _percentiles(self.compute_us)
         if self.sent_ns:
-            sent = np.asarray(self.sent_ns, dtype=np.float64) * 1e-9
-            stamp = np.asarray(self.sent_stamp)
-            # the controller's clock against ours: the smallest offset seen is the
-            # closest to a zero-latency delivery, so latencies are lower bounds
-            offset = float(np.min(sent - stamp))
-            r.response_us = _percentiles(list((sent - stamp - offset) * 1e6))
+            r.response_us = _percentiles(_response_us(self.sent_ns, self.sent_stamp))
         r.max_commanded = self.tracker.best
         r.missed_deadlines = self.lost
         r.states_skipped = self.duplicates
@@ -603,9 +601,20 @@ class _Run:
         return r
 
 
-def rtde_unlock_wait() -> float:
-    """How long UR makes a protective stop wait before it may be unlocked (s)."""
-    return 5.5
+def _response_us(sent_ns: list[int], stamp_s: list[float], block: int = 250) -> list[float]:
+    """State-to-command latency: each speedJ send minus its state's controller timestamp.
+
+    The controller's clock is mapped onto ours by the smallest offset seen in each
+    block of ``block`` cycles (the closest to a zero-latency delivery; blocks, since
+    the clocks drift apart), so the figures are lower bounds.
+    """
+    sent = np.asarray(sent_ns, dtype=np.float64) * 1e-9
+    diff = sent - np.asarray(stamp_s, dtype=np.float64)
+    out: list[float] = []
+    for i in range(0, len(diff), block):
+        chunk = diff[i : i + block]
+        out.extend(((chunk - chunk.min()) * 1e6).tolist())
+    return out
 
 
 def run_loop(
@@ -648,7 +657,9 @@ def run_loop(
         realtime: run the loop under SCHED_FIFO (restored afterwards) where permitted.
         inject: deliberate faults for tests (dropped or delayed commands).
         capture_output: keep ur_rtde's own prints off the terminal (quoted in the report).
-        stats: if given, filled with UR-specific figures: ``longest_lost_run``.
+        stats: if given, filled with UR-specific figures: ``longest_lost_run`` (most
+            consecutive controller cycles without a new command), ``speedj_us``
+            (percentiles of the ``speedJ`` call alone).
 
     Returns:
         The :class:`~safebot.deploy.client.DeployReport`. For UR, ``missed_deadlines``
@@ -690,6 +701,7 @@ def run_loop(
                     run.s.close()
         if stats is not None:
             stats["longest_lost_run"] = run.longest_lost
+            stats["speedj_us"] = _percentiles(run.speedj_us)
         return run.finish(success_fn, t_start)
     finally:
         if restore is not None:

@@ -179,6 +179,7 @@ class URStub:
         self.last_input_time: float | None = None
         self.new_input = False
         self.input_packages = 0
+        self.longest_run_without_command = 0
         # program / safety state
         self.program: str | None = None
         self.runtime_state = rtde.RUNTIME_STOPPED
@@ -704,6 +705,9 @@ class URStub:
         cmd = self._script_step(now)
         self.new_input = False
         self.core.command(cmd, now)
+        self.longest_run_without_command = max(
+            self.longest_run_without_command, self.core.lost_consecutive
+        )
         self._safety(now)
         self.plant.step(self.core.target, n)
         self.ps = self.plant.read()
@@ -759,7 +763,9 @@ class URStub:
             },
             "commands": self.commands,
             "input_packages": self.input_packages,
+            # while the arm moves: cycles in which no new speedJ package arrived
             "cycles_without_new_command": self.core.lost_total,
+            "longest_run_without_new_command": self.longest_run_without_command,
             "safety_mode": rtde.SAFETY_MODES[self.safety_mode],
             "program": self.program,
             "events": self.events[-50:],
