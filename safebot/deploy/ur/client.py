@@ -601,20 +601,20 @@ class _Run:
         return r
 
 
-def _response_us(sent_ns: list[int], stamp_s: list[float], block: int = 250) -> list[float]:
+def _response_us(sent_ns: list[int], stamp_s: list[float], window: int = 250) -> list[float]:
     """State-to-command latency: each speedJ send minus its state's controller timestamp.
 
-    The controller's clock is mapped onto ours by the smallest offset seen in each
-    block of ``block`` cycles (the closest to a zero-latency delivery; blocks, since
-    the clocks drift apart), so the figures are lower bounds.
+    The controller's clock is mapped onto ours by the smallest offset among the next
+    ``window`` cycles (the closest to a zero-latency delivery). Looking forward, not
+    back: the controller's timestamp only falls behind our clock (the stub's
+    skipped cycles), so later offsets are never smaller at the same drift. The
+    figures are lower bounds.
     """
     sent = np.asarray(sent_ns, dtype=np.float64) * 1e-9
     diff = sent - np.asarray(stamp_s, dtype=np.float64)
-    out: list[float] = []
-    for i in range(0, len(diff), block):
-        chunk = diff[i : i + block]
-        out.extend(((chunk - chunk.min()) * 1e6).tolist())
-    return out
+    padded = np.concatenate((diff, np.full(window - 1, np.inf)))
+    ahead = np.lib.stride_tricks.sliding_window_view(padded, window).min(axis=1)
+    return list((diff - ahead) * 1e6)
 
 
 def run_loop(

@@ -65,7 +65,7 @@ def test_two_second_speedj_loop_completes(ur_stub) -> None:
 
 def test_velocity_step_is_rate_limited_not_faulted(ur_stub) -> None:
     stub = ur_stub()
-    report = run_loop(PROFILE, lambda s: wrist(5.0), 1.0, host=stub.host, realtime=True)
+    report = run_loop(PROFILE, lambda s: wrist(5.0), 0.5, host=stub.host, realtime=True)
     assert report.ok, report.message
     v, lim = report.max_commanded["velocity"]
     assert v < lim
@@ -212,3 +212,13 @@ def test_policy_error_stops_safely(ur_stub) -> None:
     assert report.stop_cycles > 0  # ramped down and speedStop'ed
     st = stub.terminate()
     assert st is not None and st["commands"]["stop"] == 1
+
+
+def test_response_latency_survives_controller_clock_drift() -> None:
+    from safebot.deploy.ur.client import _response_us
+
+    stamps = [i * 0.002 for i in range(1000)]
+    # 0.5 ms latency throughout; the controller's clock falls 70 ms behind at 500
+    sent = [int((t + 0.0005 + (0.07 if i > 500 else 0.0)) * 1e9) for i, t in enumerate(stamps)]
+    lat = np.asarray(_response_us(sent, stamps))
+    assert lat.min() >= 0.0 and lat.max() < 10.0  # µs: the jump is not latency
