@@ -663,10 +663,11 @@ def run_loop(
 
     Returns:
         The :class:`~safebot.deploy.client.DeployReport`. For UR, ``missed_deadlines``
-        counts controller cycles that got no new command (from the RTDE ``timestamp``
-        of the states answered), ``states_skipped`` commands sent on a state already
-        answered (the client's clock ran ahead; the earlier command was superseded);
-        ``response_us`` runs from the state's controller timestamp to the speedJ send.
+        counts controller states (RTDE ``timestamp``) the loop never answered;
+        ``states_skipped`` stays 0 (the loop waits for a new state each cycle, so none
+        is answered twice); ``stub_overruns`` is 0 (RTDE does not report them; the
+        stub's STATS line does); ``response_us`` runs from the state's controller
+        timestamp to the speedJ send (a lower bound, see :func:`_response_us`).
     """
     prof = coerce_profile(profile)
     seconds = float(seconds)
