@@ -120,6 +120,19 @@ def test_joint_limit_is_a_protective_stop(ur_stub) -> None:
     assert_one_line(report)
 
 
+def test_collision_is_a_protective_stop(ur_stub) -> None:
+    from safebot.deploy.stubs.plant import Box
+
+    # a post beside the wrist, in the way of a shoulder-pan rotation
+    stub = ur_stub(obstacles=[Box((0.282, 0.119, 0.52), (0.03, 0.03, 0.08))])
+    report = run_loop(PROFILE, lambda s: np.array([0.4, 0, 0, 0, 0, 0]), 3.0, host=stub.host)
+    assert report.exit_reason == "fault", report.message
+    assert report.faults == ["protective_stop", "cartesian_reflex"]
+    assert_one_line(report)
+    st = stub.terminate()
+    assert st is not None and any("cartesian_reflex" in e for e in st["events"])
+
+
 def test_protective_stop_then_recover(ur_stub) -> None:
     stub = ur_stub(extra_args=["--unlock-delay", "0.3"])
     timer = threading.Timer(0.8, stub.signal, args=(signal.SIGUSR1,))
