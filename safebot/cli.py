@@ -316,6 +316,28 @@ def bench_shield(
     _write_json(result, json_path)
 
 
+@bench_app.command("safety")
+def bench_safety(
+    tasks: Annotated[
+        str, typer.Option(help="comma-separated task names")
+    ] = "reach,reach_joint,push,press",
+    steps: Annotated[int, typer.Option(min=1)] = 100_000,
+    seed: Annotated[int, typer.Option()] = 0,
+    json_path: Annotated[Path | None, typer.Option("--json")] = None,
+) -> None:
+    """Random-policy steps through the filter, every command checked against the test oracle."""
+    from safebot.bench import safety
+
+    try:
+        result = safety.run([t for t in tasks.split(",") if t], steps, seed, json_path)
+    except (FileNotFoundError, *_user_errors()) as err:
+        _fail(str(err))
+        return
+    typer.echo(json.dumps(result, indent=2))
+    if not result["goal_met"]:
+        raise typer.Exit(1)
+
+
 @bench_app.command("envs")
 def bench_envs(
     steps: Annotated[int, typer.Option(min=10)] = 2000,
