@@ -65,31 +65,35 @@ def _choice(enum: type[StrEnum], help: str) -> Any:
     return typer.Option(parser=parse, metavar="[" + "|".join(enum) + "]", help=help)
 
 
+# the run-mode options of `safebot train` (the enums of safebot.modes)
+_AlgoOption = Annotated[Algo | None, _choice(Algo, "the learner (default: the task's train.algo)")]
+_SchedulerOption = Annotated[
+    SchedulerChoice | None,
+    _choice(
+        SchedulerChoice,
+        "how the width moves (default: the task's scheduler table); legacy: 'none' means "
+        "--shield off, 'penalty' means --shield off --constraint penalty",
+    ),
+]
+_ShieldOption = Annotated[
+    ShieldMode | None, _choice(ShieldMode, "shield on (default) or off (a baseline at the caps)")
+]
+_ConstraintOption = Annotated[
+    RewardConstraint | None,
+    _choice(RewardConstraint, "reward constraint: none (default) or penalty (r - P * cost)"),
+]
+
+
 @app.command()
 def train(
     task: Annotated[
         str, typer.Argument(help="task TOML path or shipped name (reach, push, press, reach_joint)")
     ],
-    algo: Annotated[
-        Algo | None, _choice(Algo, "the learner (default: the task's train.algo)")
-    ] = None,
+    algo: _AlgoOption = None,
     steps: Annotated[int | None, typer.Option(help="total environment steps")] = None,
-    scheduler: Annotated[
-        SchedulerChoice | None,
-        _choice(
-            SchedulerChoice,
-            "how the width moves (default: the task's scheduler table); legacy: 'none' means "
-            "--shield off, 'penalty' means --shield off --constraint penalty",
-        ),
-    ] = None,
-    shield: Annotated[
-        ShieldMode | None,
-        _choice(ShieldMode, "shield on (default) or off (a baseline at the caps)"),
-    ] = None,
-    constraint: Annotated[
-        RewardConstraint | None,
-        _choice(RewardConstraint, "reward constraint: none (default) or penalty (r - P * cost)"),
-    ] = None,
+    scheduler: _SchedulerOption = None,
+    shield: _ShieldOption = None,
+    constraint: _ConstraintOption = None,
     cost_penalty: Annotated[
         float, typer.Option(help="P of --constraint penalty (a fixed Lagrange multiplier)")
     ] = 1.0,

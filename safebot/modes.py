@@ -7,8 +7,8 @@ Three independent choices, each an enum:
 * :class:`RewardConstraint` — what the reward adds for cost: ``none``, or
   ``penalty`` (``r - cost_penalty * cost``, a fixed Lagrange multiplier). A new
   constraint (e.g. a learned Lagrangian multiplier) is one more member here and
-  one more branch where the training env is wrapped
-  (:func:`safebot.train.wrappers.reward_penalty`).
+  one more branch in :func:`safebot.train.wrappers.reward_penalty`, where the
+  constraint becomes reward shaping.
 * :class:`SchedulerKind` — how the width moves (the ``kind`` of a
   ``[scheduler]`` table in a task file).
 

@@ -64,8 +64,8 @@ class RunOptions:
             raise RunError(str(err)) from None
         if not mode.shielded and mode.scheduler not in (None, SchedulerKind.STATIC):
             raise RunError(
-                f"--scheduler {mode.scheduler} needs the shield: an unshielded run keeps "
-                "a fixed width (the caps unless --width)"
+                f"--scheduler {mode.scheduler} needs the shield: an unshielded run has no "
+                "scheduler (it reports at the caps, width 1)"
             )
         return mode
 
