@@ -93,7 +93,7 @@ def is_shaped(penalty: float | None, correction: float) -> bool:
 def env_factory(
     spec: TaskSpec, width: Any, shielded: bool, penalty: float | None, seed: int
 ) -> Callable[[], Any]:
-    """A picklable-by-closure constructor of one training env, reset with ``seed``."""
+    """A constructor of one training env, reset with ``seed`` (SubprocVecEnv cloudpickles it)."""
     correction = spec.train.correction_penalty if shielded else 0.0
 
     def init() -> Any:
