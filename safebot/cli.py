@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from safebot.modes import Algo, RewardConstraint, SchedulerChoice, ShieldMode
 
 app = typer.Typer(
     add_completion=False,
@@ -45,21 +48,55 @@ def _headless() -> None:
         os.environ["MUJOCO_GL"] = "egl"
 
 
+def _choice(enum: type[StrEnum], help: str) -> Any:
+    """A ``typer.Option`` typed by ``enum``: its values are listed and arrive as members.
+
+    An unknown value is passed on as text rather than rejected by click: the
+    library rejects it with the one-line error every user error gets
+    (:class:`safebot.train.RunOptions`), instead of click's multi-line usage box.
+    """
+
+    def parse(value: Any) -> Any:
+        try:
+            return enum(value)
+        except ValueError:
+            return value
+
+    return typer.Option(parser=parse, metavar="[" + "|".join(enum) + "]", help=help)
+
+
+# the run-mode options of `safebot train` (the enums of safebot.modes)
+_AlgoOption = Annotated[Algo | None, _choice(Algo, "the learner (default: the task's train.algo)")]
+_SchedulerOption = Annotated[
+    SchedulerChoice | None,
+    _choice(
+        SchedulerChoice,
+        "how the width moves (default: the task's scheduler table); legacy: 'none' means "
+        "--shield off, 'penalty' means --shield off --constraint penalty",
+    ),
+]
+_ShieldOption = Annotated[
+    ShieldMode | None, _choice(ShieldMode, "shield on (default) or off (a baseline at the caps)")
+]
+_ConstraintOption = Annotated[
+    RewardConstraint | None,
+    _choice(RewardConstraint, "reward constraint: none (default) or penalty (r - P * cost)"),
+]
+
+
 @app.command()
 def train(
     task: Annotated[
         str, typer.Argument(help="task TOML path or shipped name (reach, push, press, reach_joint)")
     ],
-    algo: Annotated[
-        str | None, typer.Option(help="sac | ppo (default: the task's [train].algo)")
-    ] = None,
+    algo: _AlgoOption = None,
     steps: Annotated[int | None, typer.Option(help="total environment steps")] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            help="competence | linear | static | pi | none | penalty (default: the task's)"
-        ),
-    ] = None,
+    scheduler: _SchedulerOption = None,
+    shield: _ShieldOption = None,
+    constraint: _ConstraintOption = None,
+    cost_penalty: Annotated[
+        float, typer.Option(help="P of --constraint penalty (a fixed Lagrange multiplier)")
+    ] = 1.0,
     width: Annotated[
         float | None, typer.Option(help="fixed width for --scheduler static (0 tight, 1 caps)")
     ] = None,
@@ -98,6 +135,9 @@ def train(
         algo=algo,
         steps=steps,
         scheduler=scheduler,
+        shield=shield,
+        constraint=constraint,
+        cost_penalty=cost_penalty,
         width=width,
         seed=seed,
         n_envs=n_envs,
@@ -111,6 +151,10 @@ def train(
     except _user_errors() as err:
         _fail(str(err))
         return
+    _echo_run(result)
+
+
+def _echo_run(result: Any) -> None:
     f = result.final
     typer.echo(
         f"run: {result.run_dir}  steps {result.steps}  width {f.get('width', 0):.2f}  "

@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
+import tomli_w
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
@@ -71,33 +72,22 @@ def load_model(path: str | Path, model: type[M]) -> M:
     return parse_model(data, model, str(path))
 
 
+def _without_none(value: Any) -> Any:
+    # TOML has no null: a key whose value is None is left out, at any depth
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value]
+    return value
+
+
 def dump_toml(data: dict[str, Any]) -> str:
-    """Write a nested mapping of scalars, lists and tables as TOML (``None`` values are left out).
+    """Write a nested mapping as TOML with ``tomli-w`` (``None`` values are left out).
 
-    Enough for resolved run configs; ``tomllib`` reads the result back to the same mapping.
+    ``tomllib`` reads the result back to the same mapping (NaN and infinities
+    as TOML's ``nan``/``inf`` floats).
+
+    Raises:
+        TypeError: a value TOML cannot hold (the message names its type).
     """
-    lines: list[str] = []
-
-    def scalar(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v) if isinstance(v, int) or (v == v and abs(v) != float("inf")) else '"nan"'
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-    def table(prefix: str, d: dict[str, Any]) -> None:
-        plain = {k: v for k, v in d.items() if v is not None and not isinstance(v, dict)}
-        subs = {k: v for k, v in d.items() if isinstance(v, dict)}
-        if prefix and (plain or not subs):
-            lines.append(f"\n[{prefix}]")
-        for k, v in plain.items():
-            lines.append(f"{k} = {scalar(v)}")
-        for k, v in subs.items():
-            table(f"{prefix}.{k}" if prefix else k, v)
-
-    table("", data)
-    return "\n".join(lines).lstrip("\n") + "\n"
+    return tomli_w.dumps(_without_none(data))

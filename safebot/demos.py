@@ -28,8 +28,6 @@ them beside the training steps.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from safebot.io import atomic_path
 from safebot.scripted import POLICIES
 from safebot.shield import Shield
 
@@ -59,20 +58,12 @@ class DemoSet:
         return self.successes / self.episodes if self.episodes else 0.0
 
     def save(self, path: Path) -> None:
-        """Atomic write (a temp file in the same directory, then ``os.replace``)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as f:
-                arrays: dict[str, Any] = {f"obs/{k}": v for k, v in self.obs.items()}
-                arrays["actions"] = self.actions
-                arrays["meta"] = np.array([self.episodes, self.successes])
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        """Write ``path`` atomically (:func:`safebot.io.atomic_path`)."""
+        arrays: dict[str, Any] = {f"obs/{k}": v for k, v in self.obs.items()}
+        arrays["actions"] = self.actions
+        arrays["meta"] = np.array([self.episodes, self.successes])
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> DemoSet:

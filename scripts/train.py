@@ -1,12 +1,17 @@
 """Train a shielded policy: the same code path as `safebot train`, readable top to bottom.
 
 .venv/bin/python scripts/train.py reach --steps 5000 --scheduler competence --out runs/reach
+.venv/bin/python scripts/train.py reach --shield off --constraint penalty   # a baseline
+
+The legacy `--scheduler none` (= `--shield off`) and `--scheduler penalty`
+(= `--shield off --constraint penalty`) still work; safebot.modes decodes them.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from safebot.modes import Algo, RewardConstraint, SchedulerChoice, ShieldMode
 from safebot.train import RunOptions, train
 
 
@@ -15,11 +20,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("task", help="task TOML path or shipped name")
-    parser.add_argument("--algo", choices=["sac", "ppo"])
+    parser.add_argument("--algo", type=Algo, choices=list(Algo))
     parser.add_argument("--steps", type=int)
-    parser.add_argument(
-        "--scheduler", choices=["competence", "linear", "static", "pi", "none", "penalty"]
-    )
+    parser.add_argument("--scheduler", type=SchedulerChoice, choices=list(SchedulerChoice))
+    parser.add_argument("--shield", type=ShieldMode, choices=list(ShieldMode))
+    parser.add_argument("--constraint", type=RewardConstraint, choices=list(RewardConstraint))
     parser.add_argument("--width", type=float)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out")
@@ -32,6 +37,8 @@ def main() -> None:
         algo=args.algo,
         steps=args.steps,
         scheduler=args.scheduler,
+        shield=args.shield,
+        constraint=args.constraint,
         width=args.width,
         seed=args.seed,
         eval_every=args.eval_every,

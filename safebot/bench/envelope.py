@@ -19,10 +19,14 @@ and 95 % Student-t interval over seeds of every total, plus the goal check),
 with a ``summary.json`` is finished and is not retrained, a run with a
 ``config.toml`` resumes from its last checkpoint.
 
-Scheduler names of the benchmark (:data:`SCHEDULERS`) map onto ``train``'s:
-``none`` (unshielded), ``penalty`` (unshielded, ``r - cost_penalty * cost``),
+Scheduler names of the benchmark (:data:`SCHEDULERS`) map onto ``train``'s
+shield mode, reward constraint and scheduler (:mod:`safebot.modes`): ``none``
+(shield off), ``penalty`` (shield off, ``r - cost_penalty * cost``),
 ``static-tight`` (static, width 0), ``static-loose`` (static, width 1),
 ``linear``, ``pi`` and ``competence``.
+
+The intervals need no SciPy (a plain install has none): :func:`t_quantile`
+computes Student-t quantiles in closed form.
 
 Example:
     >>> cfg = SweepConfig(tasks=("reach",), schedulers=("static-tight", "competence"),
@@ -43,16 +47,29 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from safebot.bench.executors import Executor, LocalExecutor
+from safebot.modes import RewardConstraint, SchedulerKind, ShieldMode
 
-# benchmark name -> (train() scheduler, fixed width or None)
-SCHEDULERS: dict[str, tuple[str, float | None]] = {
-    "none": ("none", None),
-    "penalty": ("penalty", None),
-    "static-tight": ("static", 0.0),
-    "static-loose": ("static", 1.0),
-    "linear": ("linear", None),
-    "pi": ("pi", None),
-    "competence": ("competence", None),
+
+class BenchScheduler(NamedTuple):
+    """What a benchmark scheduler name asks of :func:`safebot.train.train`."""
+
+    shield: ShieldMode
+    constraint: RewardConstraint
+    scheduler: SchedulerKind | None  # None: unshielded, fixed at the caps
+    width: float | None  # fixed width of a static scheduler
+
+
+_OFF, _ON = ShieldMode.OFF, ShieldMode.ON
+_NONE, _PENALTY = RewardConstraint.NONE, RewardConstraint.PENALTY
+# benchmark name -> the run it trains (the names are the columns of every output)
+SCHEDULERS: dict[str, BenchScheduler] = {
+    "none": BenchScheduler(_OFF, _NONE, None, None),
+    "penalty": BenchScheduler(_OFF, _PENALTY, None, None),
+    "static-tight": BenchScheduler(_ON, _NONE, SchedulerKind.STATIC, 0.0),
+    "static-loose": BenchScheduler(_ON, _NONE, SchedulerKind.STATIC, 1.0),
+    "linear": BenchScheduler(_ON, _NONE, SchedulerKind.LINEAR, None),
+    "pi": BenchScheduler(_ON, _NONE, SchedulerKind.PI, None),
+    "competence": BenchScheduler(_ON, _NONE, SchedulerKind.COMPETENCE, None),
 }
 # the learning-curve columns of metrics.csv that go into results.csv
 CURVE_METRICS = (
@@ -195,11 +212,13 @@ def run_one(run: RunSpec) -> RunOutcome:
     t0 = time.perf_counter()
     trained = False
     if not (run_dir / "summary.json").is_file():
-        sched, width = SCHEDULERS[run.scheduler]
+        bench = SCHEDULERS[run.scheduler]
         opts = RunOptions(
             steps=run.steps,
-            scheduler=sched,
-            width=width,
+            scheduler=bench.scheduler,
+            shield=bench.shield,
+            constraint=bench.constraint,
+            width=bench.width,
             seed=run.seed,
             eval_every=run.eval_every,
             eval_episodes=run.eval_episodes,
@@ -333,14 +352,58 @@ class Interval(NamedTuple):
     n: int
 
 
+def _t_central(theta: float, df: int) -> float:
+    """P(|T| < sqrt(df) tan(theta)) for Student's t with integer ``df``.
+
+    The finite series of Abramowitz & Stegun 26.7.3 (odd ``df``) and 26.7.4
+    (even ``df``) in theta = atan(t / sqrt(df)).
+    """
+    s, c = math.sin(theta), math.cos(theta)
+    if df % 2 == 0:  # sin(theta) * (1 + 1/2 c^2 + 1*3/(2*4) c^4 + ... up to c^(df-2))
+        total, term = 0.0, 1.0
+        for j in range(df // 2):
+            total += term
+            term *= (2 * j + 1) / (2 * j + 2) * c * c
+        return s * total
+    # odd: 2/pi * (theta + sin(theta) * (c + 2/3 c^3 + ... up to c^(df-2)))
+    total, term = 0.0, c
+    for j in range((df - 1) // 2):
+        total += term
+        term *= (2 * j + 2) / (2 * j + 3) * c * c
+    return 2.0 / math.pi * (theta + s * total)
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t with ``df`` (integer >= 1) degrees of freedom.
+
+    Bisection on the closed-form CDF to double precision; agrees with
+    ``scipy.stats.t.ppf`` to ~1e-12 (tested), without needing SciPy.
+
+    Raises:
+        ValueError: ``p`` outside (0, 1) or ``df`` < 1.
+    """
+    if not 0.0 < p < 1.0 or int(df) != df or df < 1:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and an integer df >= 1, got p={p}, df={df}")
+    if p == 0.5:
+        return 0.0
+    central = abs(2.0 * p - 1.0)  # P(|T| < t) for the upper tail's t
+    lo, hi = 0.0, math.pi / 2
+    for _ in range(100):  # theta in [0, pi/2); halving 100 times is below one ulp
+        mid = 0.5 * (lo + hi)
+        if _t_central(mid, int(df)) < central:
+            lo = mid
+        else:
+            hi = mid
+    t = math.sqrt(df) * math.tan(0.5 * (lo + hi))
+    return t if p > 0.5 else -t
+
+
 def mean_interval(values: Iterable[float], level: float = 0.95) -> Interval:
     """Mean and two-sided Student-t confidence interval of the mean.
 
     With 2-3 seeds the interval is wide (t = 12.7 for two seeds): that is the
     honest uncertainty of so few seeds, not a bug.
     """
-    from scipy import stats
-
     xs = [float(v) for v in values]
     n = len(xs)
     if n == 0:
@@ -349,7 +412,7 @@ def mean_interval(values: Iterable[float], level: float = 0.95) -> Interval:
     if n == 1:
         return Interval(mean, None, None, 1)
     sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n)
 
 
@@ -812,6 +875,7 @@ __all__ = [
     "CURVE_METRICS",
     "SCHEDULERS",
     "TOTALS",
+    "BenchScheduler",
     "Interval",
     "RunOutcome",
     "RunSpec",
@@ -828,5 +892,6 @@ __all__ = [
     "run_totals",
     "summarise",
     "sweep",
+    "t_quantile",
     "write_outputs",
 ]

@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import tomllib
 import warnings
 from collections.abc import Mapping
@@ -45,6 +44,7 @@ from numpy.typing import NDArray
 
 from safebot.config import SpecError, parse_model
 from safebot.envelope import Envelope, EnvelopeError, Limit
+from safebot.io import atomic_path
 from safebot.spec import TaskSpec
 
 F64 = NDArray[np.float64]
@@ -314,7 +314,7 @@ def write_bundle(
     scene_dir: Path,
     force: bool = False,
 ) -> Path:
-    """Write a bundle directory atomically (a temporary sibling renamed into place).
+    """Write a bundle directory atomically (a temporary sibling renamed into place, :mod:`safebot.io`).
 
     Args:
         out: the bundle directory to create.
@@ -329,9 +329,7 @@ def write_bundle(
     out = Path(out)
     if out.exists() and not force:
         raise BundleError(f"{out} exists; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with atomic_path(out, directory=True) as tmp:
         shutil.copyfile(policy_pt, tmp / POLICY_FILE)
         (tmp / POLICY_INFO).write_text(json.dumps(policy.to_dict(), indent=2) + "\n")
         (tmp / SHIELD_FILE).write_text(json.dumps(shield.to_dict(), indent=2) + "\n")
@@ -353,14 +351,6 @@ def write_bundle(
             "files": files,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

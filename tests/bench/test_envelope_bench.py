@@ -6,6 +6,8 @@ import csv
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ from safebot.bench.envelope import (
     summarise,
     summary_markdown,
     sweep,
+    t_quantile,
 )
 from safebot.bench.executors import LocalExecutor, RayExecutor, make_executor
 
@@ -75,6 +78,33 @@ def test_mean_interval_is_the_student_t_interval_of_the_mean() -> None:
     assert mean_interval([5.0]) == (5.0, None, None, 1)
     assert mean_interval([]) == (None, None, None, 0)
     assert mean_interval([0.5, 0.5]) == (0.5, 0.5, 0.5, 2)
+
+
+@pytest.mark.parametrize("df", [*range(1, 31), 47, 120, 1000])
+def test_t_quantile_matches_scipy(df: int) -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for p in (0.5, 0.6, 0.9, 0.95, 0.975, 0.995, 0.9995, 0.025, 0.3):
+        assert t_quantile(p, df) == pytest.approx(float(stats.t.ppf(p, df)), rel=1e-10, abs=1e-12)
+
+
+def test_t_quantile_rejects_what_has_no_quantile() -> None:
+    for p, df in ((0.0, 3), (1.0, 3), (0.9, 0), (0.9, 2.5)):
+        with pytest.raises(ValueError, match="t_quantile needs"):
+            t_quantile(p, df)  # type: ignore[arg-type]
+
+
+def test_the_summary_needs_no_scipy() -> None:
+    # scipy is a dev extra only: a plain install must still summarise a finished sweep
+    code = (
+        "import sys; sys.modules['scipy'] = None\n"
+        "from safebot.bench.envelope import mean_interval\n"
+        "iv = mean_interval([0.2, 0.4, 0.6]); print(round(iv.hi, 6))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) == pytest.approx(
+        0.4 + 4.302652729749462 * 0.2 / math.sqrt(3), abs=1e-6
+    )
 
 
 def _synthetic_grid() -> list[RunOutcome]:

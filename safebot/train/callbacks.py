@@ -1,0 +1,262 @@
+"""SB3 callbacks: envelope updates from held-out evaluations, atomic checkpoints, a progress bar.
+
+safebot extends the stock learners only through callbacks (no SAC/PPO subclass).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from safebot.io import atomic_path, atomic_write
+from safebot.schedulers import Scheduler
+from safebot.shield import Shield
+from safebot.train.evaluation import EvalResult, evaluate
+from safebot.train.rundir import METRIC_FIELDS, RunDir
+
+
+class EnvelopeCallback(BaseCallback):
+    """Evaluate every ``eval_every`` steps, update the scheduler, push the width everywhere, log.
+
+    The scheduler sees only held-out evaluation episodes (separate env, seeds
+    ``eval_seed + k``), never the training reward (docs/design.md, rule 4).
+    """
+
+    def __init__(
+        self,
+        eval_env: Shield,
+        scheduler: Scheduler | None,
+        *,
+        eval_every: int,
+        episodes: int,
+        eval_seed: int,
+        metrics_csv: Path,
+        fixed_width: float | dict[str, float] = 0.0,
+    ) -> None:
+        super().__init__(verbose=0)
+        self.eval_env = eval_env
+        self.scheduler = scheduler
+        self.eval_every = eval_every
+        self.episodes = episodes
+        self.eval_seed = eval_seed
+        self.metrics_csv = metrics_csv
+        self.fixed_width = fixed_width
+        self.next_eval = eval_every
+        self.train_cost = 0.0
+        self.train_steps = 0
+        self.train_interventions = 0
+        self.last: dict[str, Any] = {}
+        self._t0 = time.perf_counter()
+        self.wall_offset = 0.0
+
+    @property
+    def width(self) -> float | dict[str, float]:
+        return self.scheduler.width if self.scheduler is not None else self.fixed_width
+
+    def _on_training_start(self) -> None:
+        self._push_width()
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", []):
+            self.train_cost += float(info.get("cost", 0.0))
+            self.train_interventions += bool(info.get("shield/intervened", False))
+            self.train_steps += 1
+        if self.num_timesteps >= self.next_eval:
+            self.next_eval += self.eval_every
+            self.run_evaluation()
+        return True
+
+    def run_evaluation(self) -> EvalResult:
+        model = self.model
+        norm = model.get_vec_normalize_env()
+
+        def predict(obs: Any) -> np.ndarray:
+            if norm is not None:
+                obs = norm.normalize_obs(obs)
+            action, _ = model.predict(obs, deterministic=True)
+            return action
+
+        self.eval_env.set_width(self.width)
+        result = evaluate(
+            predict,
+            self.eval_env,
+            episodes=self.episodes,
+            seed=self.eval_seed,
+            step=self.num_timesteps,
+        )
+        reason = "fixed"
+        if self.scheduler is not None:
+            self.scheduler.update(result.stats)
+            hist = self.scheduler.history
+            reason = hist[-1][2] if hist else ""
+        self._push_width()
+        self._log(result, reason)
+        return result
+
+    def _push_width(self) -> None:
+        width = self.width
+        self.training_env.env_method("set_width", width)
+        self.eval_env.set_width(width)
+
+    def _log(self, result: EvalResult, reason: str) -> None:
+        s = result.stats
+        width = self.width
+        mean_w = float(np.mean(list(width.values()))) if isinstance(width, dict) else float(width)
+        row = {
+            "step": self.num_timesteps,
+            "width": mean_w,
+            "success_rate": s.success_rate,
+            "mean_return": result.mean_return,
+            "cost_rate": s.cost_rate,
+            "intervention_rate": s.intervention_rate,
+            "mean_correction": s.mean_correction,
+            "train_cost": self.train_cost,
+            "train_steps": self.train_steps,
+            "reason": reason,
+            "wall_s": round(self.wall_offset + time.perf_counter() - self._t0, 2),
+        }
+        self.last = row
+        new = not self.metrics_csv.exists()
+        with self.metrics_csv.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        for k in (
+            "width",
+            "success_rate",
+            "cost_rate",
+            "intervention_rate",
+            "mean_correction",
+            "mean_return",
+        ):
+            self.logger.record(f"envelope/{k}", row[k])
+        self.logger.record("envelope/train_cost", self.train_cost)
+        if isinstance(width, dict):
+            for kind, w in width.items():
+                self.logger.record(f"envelope/width_{kind}", w)
+        self.logger.dump(self.num_timesteps)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "next_eval": self.next_eval,
+            "train_cost": self.train_cost,
+            "train_steps": self.train_steps,
+            "train_interventions": self.train_interventions,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "wall_s": self.wall_offset + time.perf_counter() - self._t0,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.next_eval = int(state["next_eval"])
+        self.train_cost = float(state["train_cost"])
+        self.train_steps = int(state["train_steps"])
+        self.train_interventions = int(state.get("train_interventions", 0))
+        self.wall_offset = float(state.get("wall_s", 0.0))
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+
+class CheckpointCallback(BaseCallback):
+    """Atomic checkpoints every ``every`` steps.
+
+    Each file is written atomically (:mod:`safebot.io`) and ``ckpt/latest.json``
+    (the only thing ``--resume`` trusts) is replaced last, so a ``kill -9`` at
+    any moment leaves the previous complete checkpoint listed.
+    """
+
+    def __init__(
+        self, run_dir: Path | RunDir, every: int, envelope_cb: EnvelopeCallback, save_buffer: bool
+    ) -> None:
+        super().__init__(verbose=0)
+        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.dir = self.run.ckpt
+        self.every = every
+        self.envelope_cb = envelope_cb
+        self.save_buffer = save_buffer
+        self.next_save = every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next_save:
+            self.next_save = (self.num_timesteps // self.every + 1) * self.every
+            self.save()
+        return True
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        step = self.num_timesteps
+        model: Any = self.model
+        entry: dict[str, Any] = {"step": step}
+        with atomic_path(self.run.checkpoint_file("model", step)) as tmp:
+            model.save(tmp)
+        entry["model"] = self.run.checkpoint_file("model", step).name
+        if self.save_buffer and hasattr(model, "save_replay_buffer"):
+            with atomic_path(self.run.checkpoint_file("replay", step)) as tmp:
+                model.save_replay_buffer(tmp)
+            entry["replay"] = self.run.checkpoint_file("replay", step).name
+        norm = model.get_vec_normalize_env()
+        if norm is not None:
+            with atomic_path(self.run.checkpoint_file("vecnormalize", step)) as tmp:
+                norm.save(str(tmp))
+            entry["vecnormalize"] = self.run.checkpoint_file("vecnormalize", step).name
+        state = {"callback": self.envelope_cb.state_dict(), "checkpoint": self.next_save}
+        atomic_write(self.run.checkpoint_file("state", step), json.dumps(state))
+        entry["state"] = self.run.checkpoint_file("state", step).name
+        atomic_write(self.run.latest, json.dumps(entry))
+        self.run.drop_old_checkpoints(keep=2)
+
+
+class ProgressCallback(BaseCallback):
+    """A rich progress bar with the current width, evaluation success and cost rate."""
+
+    def __init__(self, total: int, envelope_cb: EnvelopeCallback) -> None:
+        super().__init__(verbose=0)
+        self.total = total
+        self.envelope_cb = envelope_cb
+        self._progress: Any = None
+
+    def _on_training_start(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(
+            "train", total=self.total, completed=self.num_timesteps, status=""
+        )
+
+    def _on_step(self) -> bool:
+        if self.n_calls % 50 == 0 and self._progress is not None:
+            last = self.envelope_cb.last
+            status = (
+                f"width {last['width']:.2f}  success {last['success_rate']:.0%}  cost {last['cost_rate']:.3f}"
+                if last
+                else "width -  (first evaluation pending)"
+            )
+            self._progress.update(self._task, completed=self.num_timesteps, status=status)
+        return True
+
+    def _on_training_end(self) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self.num_timesteps)
+            self._progress.stop()
+
+
+__all__ = ["CheckpointCallback", "EnvelopeCallback", "ProgressCallback"]
