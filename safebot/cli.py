@@ -374,7 +374,7 @@ def bench_safety(
 
     try:
         result = safety.run([t for t in tasks.split(",") if t], steps, seed, json_path)
-    except (FileNotFoundError, *_user_errors()) as err:
+    except _user_errors() as err:
         _fail(str(err))
         return
     typer.echo(json.dumps(result, indent=2))
