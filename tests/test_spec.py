@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import safebot.envs
+from safebot.envs import make_task_env
 from safebot.resources import data_dir
 from safebot.spec import SpecError, TaskSpec, load_task, parse_model
 
@@ -199,10 +200,20 @@ def test_workspace_wrong_length(tmp_path: Path) -> None:
     assert "[limits.workspace.cap_low" in msg
 
 
+def _env_error(path: Path) -> str:
+    """Errors that need the scene (its arm's joints and servos) come when the env is built."""
+    spec = load_task(path)
+    with pytest.raises(SpecError) as exc:
+        make_task_env(spec)
+    msg = str(exc.value)
+    assert str(path) in msg, f"message does not name the file: {msg}"
+    return msg
+
+
 def test_joint_velocity_cap_above_the_panda(tmp_path: Path) -> None:
     data = _reach()
     data["limits"]["joint_velocity"]["cap"] = [2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 3.0]
-    msg = _error(_write(tmp_path, data))
+    msg = _env_error(_write(tmp_path, data))
     assert "limits.joint_velocity" in msg
     assert "2.61" in msg  # the allowed maximum
     assert "3.0" in msg
@@ -211,7 +222,7 @@ def test_joint_velocity_cap_above_the_panda(tmp_path: Path) -> None:
 def test_wrong_home_length(tmp_path: Path) -> None:
     data = _reach()
     data["robot"]["home"] = [0.0, -0.785, 0.0]
-    msg = _error(_write(tmp_path, data))
+    msg = _env_error(_write(tmp_path, data))
     assert "robot.home" in msg
     assert "7" in msg and "3" in msg
 

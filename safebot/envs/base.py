@@ -128,6 +128,7 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
                 f"{self.physics.n} ({', '.join(self.arm_joints)})"
             )
         self.q_low, self.q_high = self.physics.joint_limits()
+        self._check_joint_velocity_caps()
         if np.any(self.home < self.q_low) or np.any(self.home > self.q_high):
             raise SpecError(f"{spec.source}: [robot.home] outside the arm's joint limits")
 
@@ -332,6 +333,29 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
                 joints.add(int(m.eq_obj2id[e]))
         return sorted(int(m.jnt_qposadr[j]) for j in joints)
 
+    def _check_joint_velocity_caps(self) -> None:
+        """``[limits.joint_velocity] cap``: one value or one per joint, within the servos' range."""
+        jv = self.task.limits.joint_velocity
+        if jv is None:
+            return
+        src, n = self.task.source, self.physics.n
+        cap = np.asarray(jv.cap, dtype=np.float64).reshape(-1)
+        if cap.size not in (1, n):
+            raise SpecError(
+                f"{src}: [limits.joint_velocity.cap] has {cap.size} values, the scene's arm "
+                f"{n} joints"
+            )
+        servo = self.model.actuator_ctrlrange[self._act_ids, 1]
+        for i, (c, hi) in enumerate(zip(np.broadcast_to(cap, (n,)), servo, strict=True)):
+            if c > hi + 1e-9:
+                name = mujoco.mj_id2name(
+                    self.model, mujoco.mjtObj.mjOBJ_ACTUATOR, int(self._act_ids[i])
+                )
+                raise SpecError(
+                    f"{src}: [limits.joint_velocity.cap] {float(c)} rad/s for joint {i + 1} exceeds its "
+                    f"velocity servo's range {hi:g} rad/s (actuator {name!r} of {self.task.robot.scene})"
+                )
+
     def _hard_action_scale(self) -> F64:
         lim = self.task.limits
         if self.action_mode == "joint_velocity":
@@ -339,8 +363,10 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
             if lim.joint_velocity is None:
                 return ctrl_hi.copy()
             n = self.physics.n
-            cap = np.broadcast_to(np.asarray(lim.joint_velocity.cap, dtype=np.float64), (n,))
-            return np.minimum(cap, ctrl_hi)
+            # within the servos' range (checked at construction): the caps are the scale
+            return np.broadcast_to(
+                np.asarray(lim.joint_velocity.cap, dtype=np.float64), (n,)
+            ).copy()
         if lim.ee_speed is None:
             raise SpecError(
                 f"{self.task.source}: [limits.ee_speed] is required for action_mode = 'ee_velocity'"
