@@ -23,8 +23,8 @@ from safebot.spec import TaskSpec, load_task, parse_model
 from safebot.train import (
     RunError,
     RunOptions,
-    _env_factory,
-    _make_model,
+    env_factory,
+    make_model,
     resolve_spec,
     train,
 )
@@ -39,8 +39,8 @@ def _spec(task: str = "reach", **train_keys: Any) -> TaskSpec:
 
 def _model_and_vec(spec: TaskSpec, tmp_path: Path, width: float = 0.0) -> tuple[Any, DummyVecEnv]:
     shaped = spec.train.correction_penalty > 0
-    vec = DummyVecEnv([_env_factory(spec, width, True, None, 0)])
-    model = _make_model(spec, vec, tmp_path, shaped=shaped)
+    vec = DummyVecEnv([env_factory(spec, width, True, None, 0)])
+    model = make_model(spec, vec, tmp_path, shaped=shaped)
     return model, vec
 
 
@@ -79,7 +79,7 @@ def test_stored_actions_need_no_further_correction(tmp_path: Path) -> None:
     model, vec = _model_and_vec(spec, tmp_path)
     demos = collect_demonstrations(model, vec, 1)
     vec.close()
-    replay = DummyVecEnv([_env_factory(spec, 0.0, True, None, 0)])
+    replay = DummyVecEnv([env_factory(spec, 0.0, True, None, 0)])
     replay.seed(spec.train.seed)  # as the learner seeded the demonstration's env
     replay.reset()
     corrections = []

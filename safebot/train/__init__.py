@@ -34,7 +34,6 @@ from safebot.modes import Algo, RewardConstraint, RunMode, SchedulerKind, Shield
 from safebot.train.callbacks import CheckpointCallback, EnvelopeCallback, ProgressCallback
 from safebot.train.evaluation import EvalResult, evaluate
 from safebot.train.model import NormalizedModel, load_model, load_policy, make_model
-from safebot.train.model import _make_model as _make_model
 from safebot.train.options import ALGOS, SCHEDULER_CHOICES, RunError, RunOptions, resolve_spec
 from safebot.train.run import RunResult, train
 from safebot.train.rundir import (
@@ -46,8 +45,13 @@ from safebot.train.rundir import (
     load_run_config,
     write_config,
 )
-from safebot.train.wrappers import EnvelopeVecNormalize, ShapedReward, make_env, make_vec_env
-from safebot.train.wrappers import _env_factory as _env_factory
+from safebot.train.wrappers import (
+    EnvelopeVecNormalize,
+    ShapedReward,
+    env_factory,
+    make_env,
+    make_vec_env,
+)
 
 __all__ = [
     "ALGOS",
@@ -71,6 +75,7 @@ __all__ = [
     "SchedulerKind",
     "ShapedReward",
     "ShieldMode",
+    "env_factory",
     "evaluate",
     "final_width",
     "load_model",

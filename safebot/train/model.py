@@ -165,7 +165,6 @@ def load_policy(run_dir: str | Path) -> tuple[TaskSpec, Any]:
 
 
 #: the old private name (tests build learners the way training does)
-_make_model = make_model
 
 __all__ = [
     "NormalizedModel",

@@ -166,7 +166,6 @@ def normalise_observations(vec: Any, spec: TaskSpec, eval_env: Shield) -> Any:
 
 
 #: the old private name, kept for callers (tests) that build one env the way training does
-_env_factory = env_factory
 
 __all__ = [
     "EnvelopeVecNormalize",
