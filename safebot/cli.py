@@ -455,7 +455,14 @@ def bench_envelope(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Applies safebot's process defaults (:func:`safebot.runtime.configure_process`)
+    before any command imports numba or torch; the commands import them lazily.
+    """
+    from safebot.runtime import configure_process
+
+    configure_process()
     try:
         app()
     except KeyboardInterrupt:

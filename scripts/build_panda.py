@@ -33,7 +33,8 @@ SOURCE = Path(pybullet_data.getDataPath()) / "franka_panda"
 ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
 FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")
 
-# Published Franka Emika Panda limits (shared/reference/robot_limits.md); the
+# Published Franka Emika Panda limits (Franka's "Control parameters" page,
+# https://frankarobotics.github.io/docs/control_parameters.html); the
 # URDF's ranges are rounded outwards (2.9671 instead of 2.8973).
 Q_MIN = (-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973)
 Q_MAX = (2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973)

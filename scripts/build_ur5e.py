@@ -42,7 +42,8 @@ ARM_JOINTS = (
 #: prefix tells the arm's geoms from the world's
 BODY_PREFIX = "ur5e_"
 
-# Published UR5e limits (shared/reference/robot_limits.md, UR's ROS 2 joint_limits.yaml);
+# Published UR5e limits (config/ur5e/joint_limits.yaml of UR's ROS 2 description,
+# https://github.com/UniversalRobots/Universal_Robots_ROS2_Description, and the UR5e manual);
 # the URDF carries the same values, the script checks it does.
 Q_LIMIT = (2 * np.pi, 2 * np.pi, np.pi, 2 * np.pi, 2 * np.pi, 2 * np.pi)
 DQ_MAX = np.pi  # 180 deg/s on every joint

@@ -8,9 +8,13 @@ from __future__ import annotations
 import argparse
 
 from safebot.render import plot_run, render_run
+from safebot.runtime import configure_process
 
 
 def main() -> None:
+    # safebot's process defaults, as `safebot` applies them; numba reads OMP_WAIT_POLICY
+    # when it starts its OpenMP threads (the shield's kernel warm-up), after these imports
+    configure_process()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

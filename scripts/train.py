@@ -12,10 +12,14 @@ from __future__ import annotations
 import argparse
 
 from safebot.modes import Algo, RewardConstraint, SchedulerChoice, ShieldMode
+from safebot.runtime import configure_process
 from safebot.train import RunOptions, train
 
 
 def main() -> None:
+    # safebot's process defaults, as `safebot` applies them; numba reads OMP_WAIT_POLICY
+    # when it starts its OpenMP threads (the shield's kernel warm-up), after these imports
+    configure_process()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -14,8 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from safebot.runtime import configure_process
+
 if TYPE_CHECKING:
     from safebot.envs import ArmTaskEnv
+
+# The process defaults the `safebot` command applies (OMP_WAIT_POLICY=PASSIVE: the
+# kernel tests call numba's parallel project_batch); `import safebot` sets none.
+configure_process()
 
 
 @pytest.fixture

@@ -1,0 +1,68 @@
+"""Process defaults: applied by safebot's entry points, never by ``import safebot``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import safebot.cli
+from safebot.runtime import PROCESS_ENV_DEFAULTS, configure_process
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Prints the variables that importing the package added, changed or removed.
+_IMPORT_DIFF = """
+import json, os
+before = dict(os.environ)
+import safebot
+after = dict(os.environ)
+print(json.dumps({k: [before.get(k), after.get(k)]
+                  for k in before.keys() | after.keys() if before.get(k) != after.get(k)}))
+"""
+
+
+def test_import_safebot_leaves_the_environment_alone() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in PROCESS_ENV_DEFAULTS}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMPORT_DIFF],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    changed = json.loads(proc.stdout.splitlines()[-1])
+    assert changed == {}, f"import safebot changed os.environ: {changed}"
+
+
+def test_configure_process_sets_only_what_is_unset() -> None:
+    env: dict[str, str] = {}
+    assert configure_process(env) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert configure_process(env) == {}  # idempotent
+
+    users = {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert configure_process(users) == {}
+    assert users == {"OMP_WAIT_POLICY": "ACTIVE"}
+
+
+def test_cli_main_applies_the_defaults_before_any_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    seen: list[str | None] = []
+    monkeypatch.setattr(safebot.cli, "app", lambda: seen.append(os.environ.get("OMP_WAIT_POLICY")))
+    safebot.cli.main()
+    assert seen == ["PASSIVE"]
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    safebot.cli.main()
+    assert seen == ["PASSIVE", "ACTIVE"]
