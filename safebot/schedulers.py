@@ -3,7 +3,7 @@
 An envelope holds a width in ``[0, 1]`` per limit kind: 0 means the tight start
 bounds, 1 the hard caps. A :class:`Scheduler` turns the statistics of one
 *held-out evaluation* (:class:`EvalStats`) into the next width. Schedulers never
-see the training reward and the agent never sees the scheduler (DESIGN.md rule
+see the training reward and the agent never sees the scheduler (docs/design.md, rule
 4), so competence cannot be gamed by reward shaping or by the policy.
 
 Four schedulers ship:
@@ -22,7 +22,7 @@ Four schedulers ship:
 
 Every width a scheduler returns is clamped to ``[0, 1]`` (and a NaN becomes 0,
 the tight end), so a scheduler bug can never ask for more than the hard caps;
-the envelope clamps again (DESIGN.md rule 3).
+the envelope clamps again (docs/design.md, rule 3).
 
 Example:
     >>> sched = make_scheduler({"kind": "competence", "patience": 2}, limits=["ee_speed"])

@@ -136,7 +136,7 @@ class DeployReport:
         return json.dumps(self.to_dict(), indent=indent)
 
 
-def _percentiles(xs: list[float]) -> dict[str, float]:
+def percentiles(xs: list[float]) -> dict[str, float]:
     if not xs:
         return {}
     a = np.asarray(xs)
@@ -149,7 +149,7 @@ def _percentiles(xs: list[float]) -> dict[str, float]:
     }
 
 
-class _MaxTracker:
+class MaxTracker:
     """Largest commanded value per kind, by ratio to its limit."""
 
     def __init__(self, profile: ControllerProfile) -> None:
@@ -277,7 +277,7 @@ class _Run:
         self.profile = profile
         self.link = link
         self.limiter = RateLimiter(profile)
-        self.tracker = _MaxTracker(profile)
+        self.tracker = MaxTracker(profile)
         self.speedj = profile.interface == "speedj"
         self.accel = profile.speedj.acceleration if profile.speedj else 0.0
         self.stub_timeout_s = stub_timeout_s
@@ -456,8 +456,8 @@ class _Run:
     def finish(self, success_fn: SuccessFn | None, t_start: float) -> DeployReport:
         r = self.report
         r.duration_s = round(time.perf_counter() - t_start, 4)
-        r.compute_us = _percentiles(self.compute_us)
-        r.response_us = _percentiles(self.response_us)
+        r.compute_us = percentiles(self.compute_us)
+        r.response_us = percentiles(self.response_us)
         r.max_commanded = self.tracker.best
         r.states_skipped = self.link.skipped
         if self.last is not None:

@@ -49,8 +49,8 @@ from safebot.deploy.client import (
     DeployReport,
     ExitReason,
     FaultInjection,
-    _MaxTracker,
-    _percentiles,
+    MaxTracker,
+    percentiles,
 )
 from safebot.deploy.profiles import ControllerProfile, coerce_profile
 from safebot.deploy.protocol import RobotMode, RobotState, flags_to_mask
@@ -187,7 +187,7 @@ class _Run:
         self.host = host
         self.dt = profile.dt
         self.limiter = RateLimiter(profile)
-        self.tracker = _MaxTracker(profile)
+        self.tracker = MaxTracker(profile)
         assert profile.speedj is not None
         self.accel = profile.speedj.acceleration
         self.v_max = np.asarray(profile.limits.joint.velocity, dtype=np.float64)
@@ -216,7 +216,7 @@ class _Run:
         self.speedj_us: list[float] = []
 
     # -- helpers ---------------------------------------------------------------------------
-    def _end(self, reason: ExitReason, message: str) -> None:
+    def end(self, reason: ExitReason, message: str) -> None:
         self.report.exit_reason = reason
         self.report.message = message
 
@@ -267,7 +267,7 @@ class _Run:
         return state, raw
 
     @staticmethod
-    def _program_running(raw: dict[str, int]) -> bool:
+    def program_running(raw: dict[str, int]) -> bool:
         return bool(raw["robot_status"] >> rtde.ROBOT_STATUS_PROGRAM_RUNNING & 1) and (
             raw["runtime_state"] == rtde.RUNTIME_PLAYING
         )
@@ -282,7 +282,7 @@ class _Run:
         for bit, name in _OTHER_SAFETY.items():
             if bits >> rtde.SAFETY_BITS[bit] & 1:
                 names.append(name)
-        if not names and not self._program_running(raw):
+        if not names and not self.program_running(raw):
             names.append("program_stopped")
         return names
 
@@ -293,7 +293,7 @@ class _Run:
             return RobotMode.USER_STOPPED
         if bits & _PROTECTIVE_BIT:
             return RobotMode.PROTECTIVE_STOP
-        if not _Run._program_running(raw):
+        if not _Run.program_running(raw):
             return RobotMode.STOPPED
         return RobotMode.MOVE if np.any(dq_d) else RobotMode.IDLE
 
@@ -341,7 +341,7 @@ class _Run:
                 f"{raw['safety_bits']:#x}, safety_mode {mode})"
             )
         self.report.faults = names
-        self._end("fault", msg)
+        self.end("fault", msg)
 
     def _likely_causes(self, state: RobotState) -> list[str]:
         causes = []
@@ -381,7 +381,7 @@ class _Run:
         try:
             self.s.c.speedJ(qd.tolist(), self.accel, self.dt)
         except RuntimeError as err:
-            self._end("stub_lost", self._lost_message(f"speedJ failed: {err}"))
+            self.end("stub_lost", self._lost_message(f"speedJ failed: {err}"))
             return False
         self.speedj_us.append((time.perf_counter_ns() - t0) / 1e3)
         self.last_cmd = qd
@@ -405,16 +405,16 @@ class _Run:
         try:
             rtde.probe(self.host, timeout_s=timeout_s)
         except rtde.ProbeError as err:
-            self._end("connect_failed", str(err))
+            self.end("connect_failed", str(err))
             return False
         try:
             self.s = _Session(self.host, self.profile.rate_hz)
         except RuntimeError as err:
-            self._end("connect_failed", self._with_log(f"ur_rtde could not connect: {err}"))
+            self.end("connect_failed", self._with_log(f"ur_rtde could not connect: {err}"))
             return False
         got = self._fresh(timeout_s)
         if isinstance(got, str):
-            self._end("connect_failed", got)
+            self.end("connect_failed", got)
             return False
         state, raw = got
         if raw["safety_bits"] & _PROTECTIVE_BIT and recover:
@@ -423,7 +423,7 @@ class _Run:
             self.last = None
             got = self._fresh(timeout_s)
             if isinstance(got, str):
-                self._end("stub_lost", got)
+                self.end("stub_lost", got)
                 return False
             state, raw = got
         bad = [n for n in self._fault_names(raw) if n != "program_stopped"]
@@ -438,7 +438,7 @@ class _Run:
             if self.watchdog_s is not None:
                 self.s.c.setWatchdog(1.0 / self.watchdog_s)
         except RuntimeError as err:
-            self._end("connect_failed", self._with_log(f"ur_rtde control interface: {err}"))
+            self.end("connect_failed", self._with_log(f"ur_rtde control interface: {err}"))
             return False
         self.last = state
         return True
@@ -458,12 +458,12 @@ class _Run:
                 if got is not None and not got[1]["safety_bits"] & _PROTECTIVE_BIT:
                     return True
                 if time.perf_counter() > deadline:
-                    self._end("fault", "could not unlock the protective stop over the dashboard")
+                    self.end("fault", "could not unlock the protective stop over the dashboard")
                     self.report.faults = ["protective_stop"]
                     return False
                 time.sleep(0.25)
         except RuntimeError as err:
-            self._end("connect_failed", f"dashboard server at {self.host}:29999: {err}")
+            self.end("connect_failed", f"dashboard server at {self.host}:29999: {err}")
             return False
         finally:
             with contextlib.suppress(Exception):
@@ -485,7 +485,7 @@ class _Run:
             t_period = c.initPeriod()
             got = self._fresh(self.stub_timeout_s)
             if isinstance(got, str):
-                self._end("stub_lost", got)
+                self.end("stub_lost", got)
                 return False
             state, raw = got
             self.last = state
@@ -508,13 +508,13 @@ class _Run:
                 elif not np.isfinite(qd).all():
                     raise NonFiniteCommand("policy output is not finite")
             except NonFiniteCommand:
-                self._end(
+                self.end(
                     "nonfinite_command",
                     f"policy/filter output was NaN or inf at cycle {cycle}; nothing of it was sent",
                 )
                 return True
             except Exception as err:  # stop the robot first, explain after
-                self._end(
+                self.end(
                     "policy_error",
                     f"policy/filter failed at cycle {cycle}: {type(err).__name__}: {err}",
                 )
@@ -545,7 +545,7 @@ class _Run:
             got = self._fresh(self.stub_timeout_s)
             if isinstance(got, str):
                 if self.report.exit_reason == "completed":
-                    self._end("stub_lost", got + " (during the stop ramp)")
+                    self.end("stub_lost", got + " (during the stop ramp)")
                 return
             state, raw = got
             self.last = state
@@ -562,7 +562,7 @@ class _Run:
             self.report.stop_cycles += 1
             c.waitPeriod(t_period)
         if self.report.exit_reason == "completed":
-            self._end("fault", f"could not ramp to a stop within {timeout_s} s")
+            self.end("fault", f"could not ramp to a stop within {timeout_s} s")
 
     def _speed_stop(self) -> None:
         """``speedStop`` while the RTDE link is alive. ur_rtde returns at once when the
@@ -576,7 +576,7 @@ class _Run:
             self.report.stop_cycles += 1
         except RuntimeError as err:
             if self.report.exit_reason == "completed":
-                self._end("stub_lost", self._lost_message(f"speedStop failed: {err}"))
+                self.end("stub_lost", self._lost_message(f"speedStop failed: {err}"))
 
     def safe_stop_after_fault(self) -> None:
         """After a controller fault: ``speedStop`` where the controller still listens."""
@@ -586,9 +586,9 @@ class _Run:
     def finish(self, success_fn: SuccessFn | None, t_start: float) -> DeployReport:
         r = self.report
         r.duration_s = round(time.perf_counter() - t_start, 4)
-        r.compute_us = _percentiles(self.compute_us)
+        r.compute_us = percentiles(self.compute_us)
         if self.sent_ns:
-            r.response_us = _percentiles(_response_us(self.sent_ns, self.sent_stamp))
+            r.response_us = percentiles(_response_us(self.sent_ns, self.sent_stamp))
         r.max_commanded = self.tracker.best
         r.missed_deadlines = self.lost
         r.states_skipped = self.duplicates
@@ -675,10 +675,10 @@ def run_loop(
     t_start = time.perf_counter()
     run = _Run(prof, host, seconds, timeout, inject, rate_limit)
     if prof.interface != "speedj" or prof.speedj is None:
-        run._end("connect_failed", f"profile {prof.name} is not a speedJ (UR) profile")
+        run.end("connect_failed", f"profile {prof.name} is not a speedJ (UR) profile")
         return run.finish(None, t_start)
     if port not in (None, rtde.RTDE_PORT):
-        run._end(
+        run.end(
             "connect_failed", f"ur_rtde 1.6.5 always uses RTDE port {rtde.RTDE_PORT}, not {port}"
         )
         return run.finish(None, t_start)
@@ -702,7 +702,7 @@ def run_loop(
                     run.s.close()
         if stats is not None:
             stats["longest_lost_run"] = run.longest_lost
-            stats["speedj_us"] = _percentiles(run.speedj_us)
+            stats["speedj_us"] = percentiles(run.speedj_us)
         return run.finish(success_fn, t_start)
     finally:
         if restore is not None:
