@@ -299,11 +299,9 @@ class SafetyFilter:
                 self._reserve_rows(int(row_capacity_of(self.k, *view.sizes, nc)))
                 self._reserved = nc
                 self._common = ()
-            kin = view.kin
             return _filter_mujoco(  # type: ignore[no-any-return, call-arg]
-                a, self.enforce, *self._common_args(), view.mode, kin.damping, view.idx, *view.mj,
-                kin.boxes, kin.q_low, kin.q_high, view.con, nc, view.work,
-            )  # fmt: skip
+                a, self.enforce, *self._common_args(), *view.args, nc, view.work
+            )
         pack_view(view, st)
         self._reserve_rows(st.max_rows())
         self._common = ()  # packing may have grown the state's buffers

@@ -87,9 +87,10 @@ class MujocoArmView:
         self.con = np.zeros((0, 4 + 3 * nv))
         self.work = np.zeros((4, self.n))  # scratch of arm_state_into
         self._force = np.zeros(6)
-        self._grow_contacts(4)
         self._data: Any = None
         self.mj: Any = ()  # (qpos, xanchor, xaxis, site_xpos, site_size)
+        self.args: tuple[Any, ...] = ()
+        self._grow_contacts(4)
 
     @property
     def sizes(self) -> tuple[int, int, int]:
@@ -102,7 +103,16 @@ class MujocoArmView:
         if d is not self._data:  # views of MuJoCo's arrays, taken once per MjData
             self._data = d
             self.mj = (d.qpos, d.xanchor, d.xaxis, d.site_xpos, m.site_size)
+            self._bind()
         return self._gather_contacts(m, d) if contacts and d.ncon else 0
+
+    def _bind(self) -> None:
+        """``args``: what the filter's numba call takes of this arm, in its order (the arrays are
+        views that stay valid; rebuilt when the MjData or the contact buffer changes)."""
+        kin = self.kin
+        self.args = (
+            self.mode, kin.damping, self.idx, *self.mj, kin.boxes, kin.q_low, kin.q_high, self.con,
+        )  # fmt: skip
 
     def pack(self, out: PackedState, *, contacts: bool = True) -> None:
         """The state into ``out`` (one numba call after the contacts are gathered)."""
@@ -150,6 +160,8 @@ class MujocoArmView:
         self._con_idx = np.zeros(2 * n, dtype=np.int64)
         self.con = np.zeros((2 * n, 4 + 3 * nv))
         self._con_jacs = [row[4:].reshape(3, nv) for row in self.con]  # views for mj_jac
+        if self.mj:
+            self._bind()
 
 
 class FetchArmView:
