@@ -51,7 +51,9 @@ def bench_shield(task: str = "reach", steps: int = 2000, width: float = 0.5) -> 
     so machine noise hits both alike, and the overhead is the median of the
     per-step differences (a pair shares its physics, so the difference is the
     shield's time plus noise); ``step_us`` is the median bare step and
-    ``shielded_step_us = step_us * (1 + overhead)``. Resets are excluded.
+    ``shielded_step_us = step_us * (1 + overhead)``. ``cpu_*`` are the same from the
+    thread's CPU time (robust to other processes on a shared machine), and
+    ``filter_hot_us`` is the filter's own work per call back to back. Resets are excluded.
     """
     from safebot.envs import make
     from safebot.shield import Shield
@@ -59,32 +61,37 @@ def bench_shield(task: str = "reach", steps: int = 2000, width: float = 0.5) -> 
     bare = make(task)
     shielded = Shield(make(task))
     shielded.set_width(width)
-    scale = shielded.arm.scale
+    scale = shielded.filter.scale
     rng = np.random.default_rng(0)
     warmup = 50  # JIT, caches
     actions = rng.uniform(-1, 1, size=(warmup + steps, len(scale)))
     episode = 0
     bare.reset(seed=episode)
     shielded.reset(seed=episode)
-    t_bare, t_shield = np.zeros(len(actions)), np.zeros(len(actions))
-    clock = time.perf_counter
+    # wall clock and this thread's CPU time: the second does not count time the OS gave to
+    # other processes, so it stays meaningful on a loaded shared machine
+    clocks = (time.perf_counter, time.thread_time)
+    t = np.zeros((2, 2, len(actions)))  # clock, (bare, shielded), step
     for i, a in enumerate(actions.astype(np.float32)):
-        t0 = clock()
+        t0 = [c() for c in clocks]
         _, _, term, trunc, _ = shielded.step(a)
-        t1 = clock()
+        t1 = [c() for c in clocks]
         sent = shielded.last_projected / scale  # what the shield passed to its env
-        t2 = clock()
+        t2 = [c() for c in clocks]
         bare.step(sent)
-        t3 = clock()
-        t_shield[i], t_bare[i] = t1 - t0, t3 - t2
+        t3 = [c() for c in clocks]
+        for j in range(2):
+            t[j, 0, i], t[j, 1, i] = t3[j] - t2[j], t1[j] - t0[j]
         if term or trunc:
             episode += 1
             bare.reset(seed=episode)
             shielded.reset(seed=episode)
-    t_bare, t_shield = t_bare[warmup:], t_shield[warmup:]
-    step_us = float(np.median(t_bare)) * 1e6
-    overhead = float(np.median(t_shield - t_bare)) * 1e6 / step_us
+    t = t[:, :, warmup:]
+    step_us, cpu_step_us = (float(np.median(t[j, 0])) * 1e6 for j in range(2))
+    overhead = float(np.median(t[0, 1] - t[0, 0])) * 1e6 / step_us
+    cpu_overhead = float(np.median(t[1, 1] - t[1, 0])) * 1e6 / cpu_step_us
     shielded_us = step_us * (1.0 + overhead)
+    filter_us = _filter_hot_us(shielded)
     return {
         "task": task,
         "width": width,
@@ -92,8 +99,28 @@ def bench_shield(task: str = "reach", steps: int = 2000, width: float = 0.5) -> 
         "step_us": step_us,
         "shielded_step_us": shielded_us,
         "overhead": overhead,
+        "cpu_step_us": cpu_step_us,
+        "cpu_overhead": cpu_overhead,
+        "filter_hot_us": filter_us,
         "machine": platform.processor() or platform.machine(),
     }
+
+
+def _filter_hot_us(env: Any, calls: int = 20000) -> float:
+    """The filter's own work per call when hot: the same state and action back to back
+    (median of 5 blocks, thread CPU time)."""
+    f, a = env.filter, np.array([0.3, -0.2, 0.1])[: env.filter.k]
+    if len(a) < f.k:
+        a = np.resize(a, f.k)
+    for _ in range(1000):
+        f.filter(a)
+    blocks = []
+    for _ in range(5):
+        t0 = time.thread_time()
+        for _ in range(calls // 5):
+            f.filter(a)
+        blocks.append((time.thread_time() - t0) / (calls // 5) * 1e6)
+    return float(np.median(blocks))
 
 
 def bench_envs(steps: int = 2000) -> dict[str, Any]:
