@@ -91,8 +91,10 @@ def state_from_franka(s: Any, *, lost: int = 0, lost_total: int = 0) -> RobotSta
 
 
 def _one_line(err: BaseException) -> str:
+    """libfranka's message on one line, prefixed ``libfranka:`` once."""
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    return "; ".join(lines) if lines else type(err).__name__
+    text = "; ".join(lines) if lines else type(err).__name__
+    return text if text.startswith("libfranka") else f"libfranka: {text}"
 
 
 def probe_host(host: str, timeout_s: float) -> str | None:
@@ -172,14 +174,14 @@ class _FrankaRun:
             self.robot.set_collision_behavior(tau, tau, wrench, wrench)
             self.ctl = self.robot.start_joint_velocity_control(pf.ControllerMode.JointImpedance)
         except pf.NetworkException as err:
-            self.end("connect_failed", f"libfranka: {_one_line(err)} ({self.host})")
+            self.end("connect_failed", f"{_one_line(err)} ({self.host})")
             return False
         except (pf.ControlException, pf.CommandException) as err:
             self.end("fault", f"libfranka refused the motion: {_one_line(err)}")
             return False
         except (pf.FrankaException, RuntimeError) as err:
             # IncompatibleVersionException and friends arrive as FrankaException
-            self.end("connect_failed", f"libfranka: {_one_line(err)} ({self.host})")
+            self.end("connect_failed", f"{_one_line(err)} ({self.host})")
             return False
         return True
 
@@ -302,8 +304,6 @@ class _FrankaRun:
         except Exception:  # the controller may be gone as well
             pass
         self.report.faults = faults
-        if not text.startswith("libfranka"):
-            text = f"libfranka: {text}"
         if self.report.exit_reason == "completed":
             self.end("fault", f"{text}; the robot stopped itself")
 
@@ -379,9 +379,9 @@ def run_loop(
             except (pf.ControlException, pf.CommandException) as err:
                 run.on_control_exception(err)
             except pf.NetworkException as err:
-                run.end("stub_lost", f"lost the robot: libfranka: {_one_line(err)}")
+                run.end("stub_lost", f"lost the robot: {_one_line(err)}")
             except pf.FrankaException as err:
-                run.end("stub_lost", f"libfranka: {_one_line(err)}")
+                run.end("stub_lost", _one_line(err))
         return run.finish(success_fn, t_start)
     finally:
         run.close()
