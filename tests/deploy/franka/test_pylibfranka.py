@@ -6,6 +6,7 @@ stub is ended by the fixture.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -122,6 +123,8 @@ def test_stub_killed_mid_run_is_a_lost_robot(franka_stub: Spawn) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 3, err_text
+    report = json.loads(out_text)
+    assert report["exit_reason"] == "stub_lost" and report["cycles"] > 0
     line = _fault_line(err_text)
     assert "stub_lost" in line and "libfranka" in line
 
