@@ -15,6 +15,7 @@ The fault options exist to show what the controller does with a bad client:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -156,6 +157,7 @@ def _franka(
                 inject=inject,
             )
 
+    stats: dict[str, object] | None = None
     if args.host is not None:
         report = go(args.host)
     else:
@@ -169,15 +171,19 @@ def _franka(
         with stub:
             report = go(stub.host)
             stats = stub.terminate()
-        print(f"stub: {stats}", file=sys.stderr)
     if report.exit_reason == "connect_failed":
         print(f"error: {report.message}", file=sys.stderr)
         return 2
-    return _emit(report, args.json)
+    return _emit(report, args.json, stub=stats)
 
 
-def _emit(report: DeployReport, json_path: Path | None) -> int:
-    text = report.to_json()
+def _emit(
+    report: DeployReport, json_path: Path | None, stub: dict[str, object] | None = None
+) -> int:
+    d = report.to_dict()
+    if stub is not None:
+        d["stub"] = stub  # the controller's side: its lost cycles, success rate, reflexes
+    text = json.dumps(d, indent=2)
     print(text, flush=True)
     if json_path is not None:
         json_path.write_text(text + "\n", encoding="utf-8")

@@ -47,6 +47,7 @@ STOP_TOLERANCE = 1e-3
 #: jerk computed from the echo can be off by up to ~0.3 rad/s³ (|dq| <= 5.26 rad/s,
 #: 2^-24 relative, twice divided by 1 ms), more than libfranka's 1e-3 ``kLimitEps``.
 F32_JERK_MARGIN = 1.0
+_MODES = {int(m): m for m in RobotMode}
 _ERROR_MASKS = {name: 1 << FLAG_BITS[name] for name in ERRORS if name in FLAG_BITS}
 
 
@@ -69,24 +70,29 @@ def state_from_franka(s: Any, *, lost: int = 0, lost_total: int = 0) -> RobotSta
     if bool(s.current_errors):
         for name in _error_list(s.current_errors):
             errors |= _ERROR_MASKS.get(name, 0)
-    t = np.asarray(s.O_T_EE, dtype=np.float64)
+    # pylibfranka hands out Python lists: one conversion for all of them, then views
+    t = s.O_T_EE
+    v = np.array(
+        s.q + s.dq + s.dq_d + s.ddq_d + s.tau_ext_hat_filtered + t[12:15] + s.O_F_ext_hat_K,
+        dtype=np.float64,
+    )
     return RobotState(
         seq=ms,
         t_ns=ms * 1_000_000,
         t_echo_ns=0,
         cmd_seq=0,
-        mode=RobotMode(int(s.robot_mode.value)),
+        mode=_MODES[s.robot_mode.value],
         lost_consecutive=lost,
         lost_total=lost_total,
         overruns=0,
         errors=errors,
-        q=np.asarray(s.q, dtype=np.float64),
-        dq=np.asarray(s.dq, dtype=np.float64),
-        dq_d=np.asarray(s.dq_d, dtype=np.float64),
-        ddq_d=np.asarray(s.ddq_d, dtype=np.float64),
-        tau_ext=np.asarray(s.tau_ext_hat_filtered, dtype=np.float64),
-        wrench=np.asarray(s.O_F_ext_hat_K, dtype=np.float64),
-        ee_pos=t[12:15].copy(),
+        q=v[0:7],
+        dq=v[7:14],
+        dq_d=v[14:21],
+        ddq_d=v[21:28],
+        tau_ext=v[28:35],
+        ee_pos=v[35:38],
+        wrench=v[38:44],
     )
 
 

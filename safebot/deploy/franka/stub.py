@@ -468,6 +468,8 @@ class FrankaStub:
     def run(self, seconds: float | None = None) -> None:
         """The controller cycle at the profile's rate until :meth:`stop` or ``seconds``."""
         dt = self.profile.dt
+        ps = self.plant.read()
+        rot = self._ee_rotation()
         t_next = time.perf_counter()
         t_end = None if seconds is None else t_next + seconds
         while not self._stop:
@@ -490,14 +492,18 @@ class FrankaStub:
                 self.overruns += 1
                 self.skipped_cycles += n - 1
             t_next += n * dt
+            # FCI's order: the state leaves at the start of the cycle (the command that
+            # answered the last one already applied), the physics of the coming
+            # millisecond runs after it, so the client gets the whole cycle to answer
             self._poll_tcp()
             self._command_cycle(self._drain_udp(), now)
-            self.plant.step(self.core.target, n)
-            ps = self.plant.read()
             self.core.observe(ps)
             self._after_core()
             self.message_id += n
-            self._send_state(ps, self._ee_rotation())
+            self._send_state(ps, rot)
+            self.plant.step(self.core.target, n)
+            ps = self.plant.read()
+            rot = self._ee_rotation()
             self.cycles += 1
             self._work_us.append((time.perf_counter() - now) * 1e6)
 
