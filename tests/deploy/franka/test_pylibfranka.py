@@ -164,3 +164,41 @@ def test_stub_on_a_taken_address_is_one_line_exit_2(franka_stub: Spawn) -> None:
     line = _fault_line(proc.stderr)
     assert "already in use" in line and stub.host in line
     assert stub.alive()  # the first stub is untouched
+
+
+_NAN_CLIENT = """
+import json, sys
+import numpy as np
+from safebot.deploy.franka.client import run_loop
+from safebot.deploy.policies import SinusoidReach
+from safebot.deploy.profiles import load_profile
+
+profile = load_profile("franka_fr3")
+inner = SinusoidReach(profile)
+calls = 0
+
+def policy(state):
+    global calls
+    calls += 1
+    qd = inner(state)
+    return qd * np.nan if calls > 300 else qd
+
+report = run_loop(profile, policy, 5.0, host=sys.argv[1])
+print(json.dumps(report.to_dict()))
+"""
+
+
+def test_nan_policy_ramps_to_a_stop_and_finishes_the_motion(franka_stub: Spawn) -> None:
+    stub = franka_stub("fr3")
+    proc = subprocess.run(
+        [sys.executable, "-c", _NAN_CLIENT, stub.host],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["exit_reason"] == "nonfinite_command" and r["exit_code"] == 4
+    assert r["faults"] == [] and r["stop_cycles"] > 0 and r["final_mode"] == "Idle"
+    stats = stub.terminate()
+    assert stats is not None and stats["reflexes"] == [] and stats["mode"] == "IDLE"
