@@ -142,7 +142,7 @@ def _franka(
     inject: FaultInjection | None,
 ) -> int:
     from safebot.deploy.franka.client import run_loop as franka_loop
-    from safebot.deploy.franka.stub import FrankaStubError, FrankaStubProcess
+    from safebot.deploy.franka.stub import FrankaStubError, spawn_on_free_loopback
 
     def go(host: str) -> DeployReport:
         with _quiet():  # libfranka logs to stdout; stdout carries the report
@@ -162,8 +162,8 @@ def _franka(
         report = go(args.host)
     else:
         try:
-            stub = FrankaStubProcess(
-                args.robot, host="127.0.0.1", obstacles=args.obstacle, realtime=args.realtime
+            stub = spawn_on_free_loopback(
+                args.robot, obstacles=args.obstacle, realtime=args.realtime
             )
         except FrankaStubError as err:
             print(f"error: {err}", file=sys.stderr)

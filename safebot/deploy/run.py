@@ -795,29 +795,9 @@ class DeployResult:
 #: ``--robot`` -> shipped controller profile
 ROBOT_PROFILES: dict[str, str] = {"fr3": "franka_fr3", "panda": "franka_panda", "ur5e": "ur5e"}
 #: which client drives each robot: "franka" = pylibfranka (safebot.deploy.franka), "ur" =
-#: ur_rtde (safebot.deploy.ur), "home" = the home-made loopback protocol (safebot.deploy.client)
+#: ur_rtde (safebot.deploy.ur), "home" = the home-made loopback protocol (safebot.deploy.client).
+#: Once safebot.deploy.ur is merged, "ur5e": "ur" switches the UR5e to ur_rtde.
 ROBOT_CLIENTS: dict[str, str] = {"fr3": "franka", "panda": "franka", "ur5e": "home"}
-#: loopback addresses tried for a stub deploy starts itself (TCP 1337 must be free there)
-STUB_HOST_TRIES = 8
-
-
-def _free_loopback_stub(robot: str, boxes: list[Any], realtime: bool) -> Any:
-    """A Franka stub process on a random 127.x.y.z whose port 1337 is free."""
-    import random
-
-    from safebot.deploy.franka.stub import FrankaStubError, FrankaStubProcess
-
-    rng = random.Random()
-    last: Exception | None = None
-    for _ in range(STUB_HOST_TRIES):
-        host = f"127.{rng.randint(1, 254)}.{rng.randint(1, 254)}.{rng.randint(2, 254)}"
-        try:
-            return FrankaStubProcess(robot, host=host, obstacles=boxes, realtime=realtime)
-        except FrankaStubError as err:
-            last = err
-            if "in use" not in str(err):
-                break
-    raise DeployError(str(last))
 
 
 def deploy(
@@ -970,12 +950,24 @@ def _vendor_run(
 
     if host is not None:
         return go(host), None
+    stub: Any  # FrankaStubProcess or the UR StubProcess: .host, .terminate(), a context manager
     if client == "franka":
-        stub = _free_loopback_stub(robot, boxes, realtime)
-    else:
-        from safebot.deploy.ur.stub import UrStubProcess  # type: ignore[import-not-found,unused-ignore]
+        from safebot.deploy.franka.stub import FrankaStubError, spawn_on_free_loopback
 
-        stub = UrStubProcess(obstacles=boxes, realtime=realtime)
+        try:
+            stub = spawn_on_free_loopback(robot, obstacles=boxes, realtime=realtime)
+        except FrankaStubError as err:
+            raise DeployError(str(err)) from None
+    else:
+        from safebot.deploy.ur.stub import (  # type: ignore[import-not-found,unused-ignore]
+            StubError,
+            StubProcess,
+        )
+
+        try:
+            stub = StubProcess(profile.name, obstacles=boxes, realtime=realtime)
+        except StubError as err:
+            raise DeployError(str(err).splitlines()[0]) from None
     with stub:
         report = go(stub.host)
         stats = stub.terminate()

@@ -264,6 +264,10 @@ class FrankaStub:
         ok = bytes([0])
         moving = self.move_id is not None
         if command == C.CONNECT:
+            if len(payload) < fp.CONNECT_REQUEST.size:
+                self.bad_messages += 1
+                self._drop_client()
+                return
             version, udp_port = fp.CONNECT_REQUEST.unpack_from(payload)
             status = fp.ConnectStatus.SUCCESS
             if version != self.version:
@@ -276,13 +280,13 @@ class FrankaStub:
         elif command == C.MOVE:
             self._start_motion(command_id, payload)
         elif command == C.STOP_MOVE:
+            self._send_tcp(C.STOP_MOVE, command_id, ok)
             if moving:
                 # FCI brings the arm to rest; the stub's velocity servo stops at once
                 self.core.dq_d = np.zeros_like(self.core.dq_d)
                 self.core.ddq_d = np.zeros_like(self.core.ddq_d)
                 self.core.mode = RobotMode.IDLE
                 self._end_motion(fp.MoveStatus.PREEMPTED)
-            self._send_tcp(C.STOP_MOVE, command_id, ok)
         elif command == C.AUTOMATIC_ERROR_RECOVERY:
             if moving:
                 self._send_tcp(command, command_id, bytes([1]))  # CommandNotPossibleRejected
@@ -727,6 +731,32 @@ class FrankaStubProcess:
         tb: TracebackType | None,
     ) -> None:
         self.terminate()
+
+
+def spawn_on_free_loopback(
+    robot: str, *, obstacles: Sequence[Box] = (), realtime: bool = False, tries: int = 8
+) -> FrankaStubProcess:
+    """A stub process on a random ``127.x.y.z`` whose port 1337 is free.
+
+    libfranka always connects to port 1337, so stubs side by side need their own
+    addresses; a random one keeps clear of other users' stubs on the same machine.
+
+    Raises:
+        FrankaStubError: no stub started (the last reason).
+    """
+    import random
+
+    rng = random.Random()
+    last: FrankaStubError | None = None
+    for _ in range(tries):
+        host = f"127.{rng.randint(1, 254)}.{rng.randint(1, 254)}.{rng.randint(2, 254)}"
+        try:
+            return FrankaStubProcess(robot, host=host, obstacles=obstacles, realtime=realtime)
+        except FrankaStubError as err:
+            last = err
+            if "in use" not in str(err):
+                break
+    raise last or FrankaStubError("no stub started")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from safebot.deploy.franka.client import probe_host
+from safebot.deploy.stubs.plant import Box
 
 from .conftest import Spawn, error_lines, random_loopback, run_client
 
@@ -29,9 +30,10 @@ def _fault_line(stderr: str) -> str:
     return lines[0]
 
 
-def test_connect_and_a_2s_velocity_loop(franka_stub: Spawn) -> None:
-    stub = franka_stub("fr3")
-    run = run_client(["--robot", "fr3", "--host", stub.host, "--seconds", "2", "--realtime"])
+@pytest.mark.parametrize("robot", ["fr3", "panda"])
+def test_connect_and_a_2s_velocity_loop(franka_stub: Spawn, robot: str) -> None:
+    stub = franka_stub(robot)
+    run = run_client(["--robot", robot, "--host", stub.host, "--seconds", "2", "--realtime"])
     r = run.report
     assert run.code == 0, run.stderr
     assert r is not None and r["ok"] and r["faults"] == []
@@ -87,6 +89,17 @@ def test_joint_limit_is_a_reflex_even_rate_limited(franka_stub: Spawn) -> None:
     assert limits & set(r["faults"]), r["faults"]
     line = _fault_line(run.stderr)
     assert any(name in line for name in limits)
+
+
+def test_collision_is_a_reflex(franka_stub: Spawn) -> None:
+    # a box in front of the arm; joint 2 swings the arm into it, rate-limited
+    stub = franka_stub("fr3", obstacles=[Box((0.5, 0.0, 0.2), (0.1, 0.3, 0.2))])
+    run = run_client(["--robot", "fr3", "--host", stub.host, "--seconds", "3", "--step", "1:0.5"])
+    r = run.report
+    assert run.code == 1 and r is not None
+    reflexes = {"joint_reflex", "cartesian_reflex"}
+    assert reflexes & set(r["faults"]), r["faults"]
+    assert any(name in _fault_line(run.stderr) for name in reflexes)
 
 
 def test_stub_killed_mid_run_is_a_lost_robot(franka_stub: Spawn) -> None:
