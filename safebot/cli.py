@@ -302,10 +302,10 @@ def stub_cmd(
     pylibfranka connects to it as to a robot: `pylibfranka.Robot(HOST)`, or
     `safebot deploy BUNDLE --robot fr3 --host HOST`.
     """
-    from safebot.deploy.franka.stub import ROBOT_PROFILES, serve
+    if robot not in ("fr3", "panda"):
+        _fail(f"stub robot must be fr3 or panda, got {robot!r}")
+    from safebot.deploy.franka.stub import serve  # imports pybullet (prints a banner)
 
-    if robot not in ROBOT_PROFILES:
-        _fail(f"stub robot must be one of {', '.join(sorted(ROBOT_PROFILES))}, got {robot!r}")
     raise typer.Exit(serve(robot, host=host, realtime=realtime))
 
 
