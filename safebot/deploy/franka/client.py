@@ -157,12 +157,10 @@ class _FrankaRun:
         self.report.client = f"pylibfranka {pylibfranka.__version__}"
         self.compute_us: list[float] = []
         self.lost_total = 0
-        self.lost_run = 0
         self.success_min = 1.0
         self.last: RobotState | None = None
         self.robot: Any = None
         self.ctl: Any = None
-        self.finished = False
 
     def end(self, reason: ExitReason, message: str) -> None:
         self.report.exit_reason = reason
@@ -212,7 +210,6 @@ class _FrankaRun:
         gap = round(dur.to_sec() * 1000)
         lost = max(gap - 1, 0) if self.last is not None else 0
         self.lost_total += lost
-        self.lost_run = lost
         self.report.lost_run_max = max(self.report.lost_run_max, lost)
         rate = float(s.control_command_success_rate)
         if self.last is not None:
@@ -235,8 +232,6 @@ class _FrankaRun:
         if finished:
             cmd.motion_finished = True
         self.ctl.writeOnce(cmd)
-        if finished:
-            self.finished = True
 
     def main_phase(
         self, policy: Policy, safety_filter: SafetyFilter | None, seconds: float
@@ -387,14 +382,25 @@ def run_loop(
         connect_timeout_s: how long the host may take to accept TCP before the run gives up.
         stop_timeout_s: longest stop ramp.
         rate_limit: ``False`` sends the policy's output unlimited (to show the reflexes).
-        realtime: SCHED_FIFO for this process where permitted (libfranka's own check is
-            ``kIgnore``: it refuses to run on a kernel without PREEMPT_RT otherwise).
+        realtime: SCHED_FIFO for this process where permitted. libfranka's own real-time
+            setting is always ``kIgnore`` (``kEnforce`` throws where it cannot get
+            real-time scheduling, e.g. on this project's machines).
         inject: deliberate faults for tests (a held-back or dropped command).
 
     Returns:
         The :class:`DeployReport`; ``report.ok`` only for a clean run.
     """
     prof = coerce_profile(profile)
+    try:
+        import pylibfranka  # noqa: F401  (the one dependency only this client needs)
+    except ImportError as err:
+        return DeployReport(
+            prof.name,
+            prof.rate_hz,
+            seconds,
+            "connect_failed",
+            f"pylibfranka is not importable ({err}): pip install pylibfranka==0.21.3",
+        )
     run = _FrankaRun(prof, seconds, host, rate_limit, inject)
     restore = enter_realtime() if realtime else None
     run.report.realtime = restore is not None
