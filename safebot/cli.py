@@ -268,9 +268,21 @@ def export_cmd(
 @app.command("deploy")
 def deploy_cmd(
     bundle: Annotated[Path, typer.Argument(help="a bundle directory from `safebot export`")],
+    robot: Annotated[
+        str | None,
+        typer.Option(help="fr3 | panda | ur5e: the vendor's client (pylibfranka for Franka)"),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="the robot's address; without it a stub starts on loopback"),
+    ] = None,
     controller: Annotated[
-        str, typer.Option(help="controller profile: path or shipped name (franka_fr3, ...)")
-    ],
+        str | None,
+        typer.Option(
+            help="controller profile: path or shipped name (franka_fr3, ...); without --robot "
+            "it runs on the home-made loopback protocol"
+        ),
+    ] = None,
     seconds: Annotated[float, typer.Option(help="how long the policy runs")] = 10.0,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="also write the report here")
@@ -285,10 +297,11 @@ def deploy_cmd(
         bool, typer.Option(help="put the task's keep-out boxes into the stub's plant")
     ] = True,
 ) -> None:
-    """Run a bundle against a controller stub it spawns; prints the JSON report.
+    """Run a bundle on a robot (--robot fr3 --host IP) or the matching stub; prints the JSON report.
 
-    Exit status: 0 clean run, 1 controller fault, 3 stub lost, 4 non-finite
-    command, 5 policy error, 6 no connection, 2 bad input.
+    Exit status: 0 clean run, 1 controller fault (reflex), 3 robot/stub lost, 4 non-finite
+    command, 5 policy error, 2 bad input (a host that does not answer, another protocol
+    version, a bundle for another arm, ...).
     """
     from safebot.deploy.bundle import BundleError
     from safebot.deploy.run import DeployError, deploy, parse_goal
@@ -297,7 +310,14 @@ def deploy_cmd(
     try:
         g = None if goal is None else parse_goal(goal)
         result = deploy(
-            bundle, controller, seconds=seconds, goal=g, realtime=realtime, obstacles=obstacles
+            bundle,
+            controller,
+            robot=robot,
+            host=host,
+            seconds=seconds,
+            goal=g,
+            realtime=realtime,
+            obstacles=obstacles,
         )
     except errors as err:
         _fail(_one_line(err))
@@ -311,6 +331,26 @@ def deploy_cmd(
     if not r.ok:
         typer.secho(f"deploy failed ({r.exit_reason}): {r.message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(result.exit_code)
+
+
+@app.command("stub")
+def stub_cmd(
+    robot: Annotated[str, typer.Argument(help="fr3 | panda")],
+    host: Annotated[
+        str, typer.Option(help="address for libfranka's TCP port 1337 (e.g. 127.0.0.2)")
+    ] = "127.0.0.1",
+    realtime: Annotated[bool, typer.Option(help="SCHED_FIFO where permitted")] = False,
+) -> None:
+    """A Franka controller stub speaking libfranka's protocol (v10) until Ctrl-C.
+
+    pylibfranka connects to it as to a robot: `pylibfranka.Robot(HOST)`, or
+    `safebot deploy BUNDLE --robot fr3 --host HOST`.
+    """
+    if robot not in ("fr3", "panda"):
+        _fail(f"stub robot must be fr3 or panda, got {robot!r}")
+    from safebot.deploy.franka.stub import serve  # imports pybullet (prints a banner)
+
+    raise typer.Exit(serve(robot, host=host, realtime=realtime))
 
 
 def _one_line(err: BaseException) -> str:

@@ -17,14 +17,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import select
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -42,31 +40,22 @@ from safebot.deploy.protocol import (
     unpack,
 )
 from safebot.deploy.ratelimit import FloatArray, NonFiniteCommand, RateLimiter
+from safebot.deploy.report import EXIT_CODES, DeployReport, ExitReason, percentiles
 from safebot.deploy.rt import enter_realtime
 
-__all__ = ["DeployReport", "ExitReason", "FaultInjection", "RobotState", "probe_state", "run_loop"]
+__all__ = [
+    "EXIT_CODES",
+    "DeployReport",
+    "ExitReason",
+    "FaultInjection",
+    "RobotState",
+    "probe_state",
+    "run_loop",
+]
 
 Policy = Callable[[RobotState], FloatArray]
 SafetyFilter = Callable[[RobotState, FloatArray], FloatArray]
 SuccessFn = Callable[[RobotState], bool]
-
-ExitReason = Literal[
-    "completed",  # ran for the requested time and stopped cleanly
-    "fault",  # the controller raised error flags (Reflex / protective stop / watchdog)
-    "stub_lost",  # no state from the controller for longer than the tolerance
-    "nonfinite_command",  # the policy or filter returned NaN / inf: nothing was sent
-    "policy_error",  # the policy or filter raised, or returned the wrong shape
-    "connect_failed",  # no state arrived after HELLO
-]
-
-EXIT_CODES: dict[str, int] = {
-    "completed": 0,
-    "fault": 1,
-    "stub_lost": 3,
-    "nonfinite_command": 4,
-    "policy_error": 5,
-    "connect_failed": 6,
-}
 
 #: velocity (rad/s) below which a ramped-down command counts as stopped
 STOP_TOLERANCE = 1e-3
@@ -85,68 +74,6 @@ class FaultInjection:
 
     drop_sends: tuple[int, int] | None = None
     delay_send: tuple[int, float] | None = None
-
-
-@dataclass
-class DeployReport:
-    """What happened in one deploy run; ``to_json()`` writes it out.
-
-    ``max_commanded[kind] = [value, limit]`` is taken on the joint and cycle with
-    the highest value/limit ratio (``limit`` is ``None`` where the profile
-    publishes none; ``value`` then is the largest absolute value). Acceleration
-    and jerk are finite differences against the controller's ``dq_d`` / ``ddq_d``,
-    as the controller computes them.
-    """
-
-    profile: str
-    rate_hz: float
-    seconds: float
-    exit_reason: ExitReason
-    message: str
-    cycles: int = 0
-    missed_deadlines: int = 0
-    states_skipped: int = 0
-    compute_us: dict[str, float] = field(default_factory=dict)
-    response_us: dict[str, float] = field(default_factory=dict)
-    faults: list[str] = field(default_factory=list)
-    success: bool | None = None
-    max_commanded: dict[str, list[float | None]] = field(default_factory=dict)
-    duration_s: float = 0.0
-    stop_cycles: int = 0
-    stub_overruns: int = 0
-    sends_dropped: int = 0
-    final_mode: str = ""
-    realtime: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_reason == "completed" and not self.faults
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.ok else EXIT_CODES.get(self.exit_reason, 1) or 1
-
-    def to_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        d["ok"] = self.ok
-        d["exit_code"] = self.exit_code
-        return d
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-
-def percentiles(xs: list[float]) -> dict[str, float]:
-    if not xs:
-        return {}
-    a = np.asarray(xs)
-    p50, p99, p999 = np.percentile(a, [50, 99, 99.9])
-    return {
-        "p50": round(float(p50), 1),
-        "p99": round(float(p99), 1),
-        "p999": round(float(p999), 1),
-        "max": round(float(a.max()), 1),
-    }
 
 
 class MaxTracker:

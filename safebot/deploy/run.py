@@ -621,7 +621,7 @@ class _Stats:
     fk_error: float = 0.0
 
 
-def _percentiles(xs: list[float]) -> dict[str, float]:
+def percentiles(xs: list[float]) -> dict[str, float]:
     if not xs:
         return {}
     a = np.asarray(xs)
@@ -732,9 +732,9 @@ class BundlePolicy:
                 "ticks": s.ticks,
                 "late_ticks": s.late_ticks,
                 "stale_stops": s.stale_stops,
-                "latency_us": _percentiles(s.latency_us),
-                "observe_infer_us": _percentiles(s.observe_us),
-                "shield_us": _percentiles(s.shield_us),
+                "latency_us": percentiles(s.latency_us),
+                "observe_infer_us": percentiles(s.observe_us),
+                "shield_us": percentiles(s.shield_us),
                 "worker_realtime": self.worker.realtime,
             },
             "shield": {
@@ -783,20 +783,37 @@ class DeployResult:
         return json.dumps(self.to_dict(), indent=indent)
 
 
+#: ``--robot`` -> shipped controller profile
+ROBOT_PROFILES: dict[str, str] = {"fr3": "franka_fr3", "panda": "franka_panda", "ur5e": "ur5e"}
+#: which client drives each robot: "franka" = pylibfranka (safebot.deploy.franka), "ur" =
+#: ur_rtde (safebot.deploy.ur), "home" = the home-made loopback protocol (safebot.deploy.client).
+#: Once safebot.deploy.ur is merged, "ur5e": "ur" switches the UR5e to ur_rtde.
+ROBOT_CLIENTS: dict[str, str] = {"fr3": "franka", "panda": "franka", "ur5e": "ur"}
+
+
 def deploy(
     bundle: str | Path,
-    controller: str | Path,
+    controller: str | Path | None = None,
     *,
+    robot: str | None = None,
+    host: str | None = None,
     seconds: float = 10.0,
     goal: FloatArray | None = None,
     realtime: bool = False,
     obstacles: bool = True,
 ) -> DeployResult:
-    """Run a bundle against a stub of ``controller`` that it spawns (see the module docstring).
+    """Run a bundle on a robot, or on the matching stub when ``host`` is ``None``.
+
+    ``robot`` (``fr3`` / ``panda`` / ``ur5e``) picks the vendor client
+    (:data:`ROBOT_CLIENTS`; Franka: pylibfranka at 1 kHz) and the shipped profile
+    (``controller`` may name another profile file for it). Without ``robot``, the
+    ``controller`` profile runs on the home-made loopback protocol, as before.
 
     Args:
         bundle: bundle directory (verified on load).
-        controller: profile path or shipped name.
+        controller: profile path or shipped name (optional with ``robot``).
+        robot: ``fr3``, ``panda`` or ``ur5e``.
+        host: the robot's address; ``None`` starts a stub on loopback (another process).
         seconds: how long the policy runs before the client's stop ramp.
         goal: reach goal (m); default: the task's first goal.
         realtime: SCHED_FIFO for loop, worker and stub where permitted.
@@ -805,45 +822,72 @@ def deploy(
     Raises:
         BundleError: the bundle is missing, tampered or corrupt.
         SpecError: the controller profile is missing or invalid.
-        DeployError: the bundle cannot run on this controller, or a bad option.
+        DeployError: the bundle cannot run on this robot, a bad option, a host that does
+            not answer or speaks another protocol version (one line each).
     """
     from safebot.deploy.export import versions
 
     if not (np.isfinite(seconds) and seconds > 0):
         raise DeployError(f"--seconds must be positive, got {seconds}")
+    if robot is not None and robot not in ROBOT_PROFILES:
+        raise DeployError(f"--robot must be one of {', '.join(ROBOT_PROFILES)}, got {robot!r}")
+    if robot is None and controller is None:
+        raise DeployError("give --robot (fr3, panda, ur5e) or --controller PROFILE")
+    client = "home" if robot is None else ROBOT_CLIENTS[robot]
+    if host is not None and client == "home":
+        raise DeployError(
+            f"--host needs a vendor client; {robot or controller} runs on the loopback stub only"
+        )
+    name = controller if controller is not None else ROBOT_PROFILES[str(robot)]
     b = load_bundle(bundle)
-    profile = load_profile(controller)
+    profile = load_profile(name)
     check_compatible(b, profile)  # before anything starts
-    path = resolve("controllers", controller)
+    if client == "franka" and profile.interface != "joint_velocity":
+        raise DeployError(
+            f"--robot {robot} needs a joint_velocity profile, {profile.name} is {profile.interface!r}"
+        )
+    if host is not None and client == "franka":
+        from safebot.deploy.franka.client import probe_host
+
+        why = probe_host(host, 3.0)
+        if why is not None:
+            raise DeployError(why)
+    path = resolve("controllers", name)
     with _stdout_to_stderr():  # pybullet prints a banner on import; stdout carries the report
         from safebot.deploy.stubs.plant import Box
-        from safebot.deploy.stubs.server import StubProcess
+    stub_stats: dict[str, object] | None = None
     with PolicyWorker(b.root, path, goal=goal, realtime=realtime) as worker:
         policy = BundlePolicy(worker, control_hz=b.shield.control_hz, dof=profile.dof)
         boxes = [Box.parse(",".join(map(str, x))) for x in worker.info["keepout_boxes"]]
         boxes = boxes if obstacles else []
-        with StubProcess(str(path), obstacles=boxes, realtime=realtime) as stub:
-            gc.collect()
-            enabled = gc.isenabled()
-            gc.disable()  # no collector pauses inside the control loop
-            try:
-                report = run_loop(
-                    profile,
-                    policy,
-                    seconds,
-                    port=stub.port,
-                    success_fn=policy.success,
-                    realtime=realtime,
+        if client == "home":
+            with _stdout_to_stderr():
+                from safebot.deploy.stubs.server import StubProcess
+            with StubProcess(str(path), obstacles=boxes, realtime=realtime) as stub:
+                report = _no_gc(
+                    lambda: run_loop(
+                        profile,
+                        policy,
+                        seconds,
+                        port=stub.port,
+                        success_fn=policy.success,
+                        realtime=realtime,
+                    )
                 )
-            finally:
-                if enabled:
-                    gc.enable()
-            stub_stats = stub.terminate()
+                stub_stats = stub.terminate()
+        else:
+            report, stub_stats = _vendor_run(
+                client, str(robot), profile, policy, seconds, host, boxes, realtime
+            )
+    if report.exit_reason == "connect_failed":
+        raise DeployError(report.message)
     runtime = versions()
     extra = {
         "bundle": {"path": str(b.root), "hash": b.digest},
+        "robot": robot,
+        "host": host,
         **policy.summary(),
-        "stub_obstacles": [[*x.center, *x.half_extents] for x in boxes],
+        "stub_obstacles": [[*x.center, *x.half_extents] for x in boxes] if host is None else [],
         "stub": stub_stats,
         "versions": {
             "bundle": b.versions,
@@ -854,8 +898,77 @@ def deploy(
     return DeployResult(report, extra)
 
 
+def _no_gc(fn: Any) -> DeployReport:
+    """``fn()`` with the garbage collector off: no collector pauses inside the control loop."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return fn()  # type: ignore[no-any-return]
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _vendor_run(
+    client: str,
+    robot: str,
+    profile: ControllerProfile,
+    policy: BundlePolicy,
+    seconds: float,
+    host: str | None,
+    boxes: list[Any],
+    realtime: bool,
+) -> tuple[DeployReport, dict[str, object] | None]:
+    """The bundle's policy through the vendor's client, on ``host`` or a stub started here."""
+    if client == "franka":
+        from safebot.deploy.franka.client import run_loop as vendor_loop
+    else:  # "ur": the ur_rtde side (safebot.deploy.ur)
+        from safebot.deploy.ur.client import run_loop as vendor_loop  # type: ignore[import-not-found,no-redef,unused-ignore]
+
+    def go(target: str) -> DeployReport:
+        with _stdout_to_stderr():  # libfranka logs to stdout; stdout carries the report
+            return _no_gc(
+                lambda: vendor_loop(
+                    profile,
+                    policy,
+                    seconds,
+                    host=target,
+                    success_fn=policy.success,
+                    realtime=realtime,
+                )
+            )
+
+    if host is not None:
+        return go(host), None
+    stub: Any  # FrankaStubProcess or the UR StubProcess: .host, .terminate(), a context manager
+    if client == "franka":
+        from safebot.deploy.franka.stub import FrankaStubError, spawn_on_free_loopback
+
+        try:
+            stub = spawn_on_free_loopback(robot, obstacles=boxes, realtime=realtime)
+        except FrankaStubError as err:
+            raise DeployError(str(err)) from None
+    else:
+        from safebot.deploy.ur.stub import (  # type: ignore[import-not-found,unused-ignore]
+            StubError,
+            StubProcess,
+        )
+
+        try:
+            stub = StubProcess(profile.name, obstacles=boxes, realtime=realtime)
+        except StubError as err:
+            raise DeployError(str(err).splitlines()[0]) from None
+    with stub:
+        report = go(stub.host)
+        stats = stub.terminate()
+    return report, stats
+
+
 __all__ = [
     "EE_AXIS_TO_NORM",
+    "ROBOT_CLIENTS",
+    "ROBOT_PROFILES",
     "STALE_PERIODS",
     "BundlePolicy",
     "DeployError",

@@ -1,0 +1,88 @@
+"""``safebot deploy BUNDLE --robot fr3``: the bundle's shielded policy through pylibfranka."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from safebot.deploy.bundle import Bundle
+
+from .conftest import error_lines, random_loopback
+
+pytestmark = pytest.mark.slow
+
+pytest.importorskip("pylibfranka")
+
+
+def _safebot(*args: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, "-m", "safebot.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=env,
+    )
+
+
+def test_deploy_fr3_end_to_end_5s_zero_faults(
+    reach_bundle: Callable[[str], Bundle], tmp_path: Path
+) -> None:
+    bundle = reach_bundle("full")
+    out = tmp_path / "fr3.json"
+    proc = _safebot(
+        "deploy",
+        str(bundle.root),
+        "--robot",
+        "fr3",
+        "--seconds",
+        "5",
+        "--realtime",
+        "--json",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    d = json.loads(out.read_text())
+    assert json.loads(proc.stdout) == d
+    assert d["ok"] and d["faults"] == [] and d["exit_reason"] == "completed"
+    assert d["client"] == "pylibfranka 0.21.3" and d["final_mode"] == "Idle"
+    assert d["cycles"] > 2500  # 5000 at 1 kHz on a quiet machine
+    dep = d["deploy"]
+    assert dep["robot"] == "fr3" and dep["host"] is None
+    assert dep["policy"]["ticks"] > 50  # 25 Hz policy, ~125 ticks in 5 s
+    assert dep["stub"]["reflexes"] == [] and dep["stub"]["motions"] == 1
+    assert dep["stub_obstacles"]  # the task's keep-out box is in the plant
+
+
+def test_bundle_for_another_arm_is_one_line_exit_2(reach_bundle: Callable[[str], Bundle]) -> None:
+    # a policy that observes the Panda's joints cannot run on the UR5e's six
+    proc = _safebot("deploy", str(reach_bundle("full").root), "--robot", "ur5e", "--seconds", "1")
+    assert proc.returncode == 2
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "ur5e" in lines[0].lower() or "UR5e" in lines[0]
+
+
+def test_deploy_to_a_host_that_does_not_answer_is_one_line_exit_2(
+    reach_bundle: Callable[[str], Bundle],
+) -> None:
+    host = random_loopback()
+    proc = _safebot(
+        "deploy",
+        str(reach_bundle("full").root),
+        "--robot",
+        "fr3",
+        "--host",
+        host,
+        "--seconds",
+        "1",
+    )
+    assert proc.returncode == 2
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and f"{host}:1337" in lines[0]

@@ -1,0 +1,217 @@
+"""pylibfranka 0.21.3 against the Franka stub, each client in its own process.
+
+Every fault ends in a stop and a one-line report naming it, never a traceback; every
+stub is ended by the fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from safebot.deploy.franka.client import probe_host
+from safebot.deploy.stubs.plant import Box
+
+from .conftest import Spawn, error_lines, random_loopback, run_client
+
+pytestmark = pytest.mark.slow
+
+pytest.importorskip("pylibfranka")
+
+
+def _fault_line(stderr: str) -> str:
+    lines = error_lines(stderr)
+    assert len(lines) == 1, lines  # one line, no traceback
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("robot", ["fr3", "panda"])
+def test_connect_and_a_2s_velocity_loop(franka_stub: Spawn, robot: str) -> None:
+    stub = franka_stub(robot)
+    run = run_client(["--robot", robot, "--host", stub.host, "--seconds", "2", "--realtime"])
+    r = run.report
+    assert run.code == 0, run.stderr
+    assert r is not None and r["ok"] and r["faults"] == []
+    assert r["client"] == "pylibfranka 0.21.3"
+    assert r["exit_reason"] == "completed" and r["final_mode"] == "Idle"
+    assert r["cycles"] > 1000  # ~2000 at 1 kHz; fewer when the shared machine stalls
+    assert r["stop_cycles"] > 0  # ramped to rest, then motion_finished
+    assert 0.0 < r["command_success_rate"] <= 1.0
+    vel, vmax = r["max_commanded"]["velocity"]
+    assert 0.1 < vel < vmax
+    stats = stub.terminate()
+    assert stats is not None
+    assert stats["motions"] == 1 and stats["reflexes"] == [] and stats["mode"] == "IDLE"
+    assert stats["commands_applied"] > 1000
+
+
+def test_velocity_step_is_a_reflex_named_by_libfranka(franka_stub: Spawn) -> None:
+    stub = franka_stub("fr3")
+    run = run_client(["--robot", "fr3", "--host", stub.host, "--step", "0:0.5", "--no-rate-limit"])
+    r = run.report
+    assert run.code == 1 and r is not None and r["exit_reason"] == "fault"
+    # 0 -> 0.5 rad/s in 1 ms is 500 rad/s² against FR3's 10
+    assert "joint_motion_generator_velocity_discontinuity" in r["faults"]
+    line = _fault_line(run.stderr)
+    assert "motion aborted by reflex" in line
+    assert "joint_motion_generator_velocity_discontinuity" in line
+    assert r["final_mode"] == "Reflex"
+    stats = stub.terminate()
+    assert stats is not None and stats["commands_applied"] == 0  # the step never ran
+
+
+def test_client_stall_is_a_communication_reflex(franka_stub: Spawn) -> None:
+    stub = franka_stub("fr3")
+    run = run_client(
+        ["--robot", "fr3", "--host", stub.host, "--seconds", "2", "--stall-at", "300:0.05"]
+    )
+    r = run.report
+    assert run.code == 1 and r is not None
+    assert r["faults"] == ["communication_constraints_violation"]
+    assert "communication_constraints_violation" in _fault_line(run.stderr)
+    stats = stub.terminate()
+    assert stats is not None and stats["lost_run_max"] >= 20
+
+
+def test_joint_limit_is_a_reflex_even_rate_limited(franka_stub: Spawn) -> None:
+    stub = franka_stub("fr3")
+    # joint 6 from 1.571 towards its lower limit 0.5445 at 2 rad/s: rate limiting keeps
+    # the command smooth, but nothing here keeps it inside the joint range (the shield does)
+    run = run_client(["--robot", "fr3", "--host", stub.host, "--seconds", "3", "--step", "5:-2"])
+    r = run.report
+    assert run.code == 1 and r is not None
+    limits = {"joint_motion_generator_position_limits_violation", "joint_position_limits_violation"}
+    assert limits & set(r["faults"]), r["faults"]
+    line = _fault_line(run.stderr)
+    assert any(name in line for name in limits)
+
+
+def test_collision_is_a_reflex(franka_stub: Spawn) -> None:
+    # a box in front of the arm; joint 2 swings the arm into it, rate-limited
+    stub = franka_stub("fr3", obstacles=[Box((0.5, 0.0, 0.2), (0.1, 0.3, 0.2))])
+    run = run_client(["--robot", "fr3", "--host", stub.host, "--seconds", "3", "--step", "1:0.5"])
+    r = run.report
+    assert run.code == 1 and r is not None
+    reflexes = {"joint_reflex", "cartesian_reflex"}
+    assert reflexes & set(r["faults"]), r["faults"]
+    assert any(name in _fault_line(run.stderr) for name in reflexes)
+
+
+def test_stub_killed_mid_run_is_a_lost_robot(franka_stub: Spawn) -> None:
+    stub = franka_stub("fr3")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "safebot.deploy",
+            "--robot",
+            "fr3",
+            "--host",
+            stub.host,
+            "--seconds",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        # kill once the motion runs: the client's TCP connection is up and commands flow
+        while time.monotonic() < deadline and proc.poll() is None:
+            out = subprocess.run(["ss", "-tn"], capture_output=True, text=True).stdout
+            if f"{stub.host}:1337" in out:
+                break
+            time.sleep(0.2)
+        time.sleep(1.5)
+        stub.kill()
+        out_text, err_text = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, err_text
+    report = json.loads(out_text)
+    assert report["exit_reason"] == "stub_lost" and report["cycles"] > 0
+    line = _fault_line(err_text)
+    assert "stub_lost" in line and "libfranka" in line
+
+
+def test_host_that_does_not_answer_is_one_line_exit_2() -> None:
+    run = run_client(["--robot", "fr3", "--host", random_loopback(), "--seconds", "1"])
+    assert run.code == 2 and run.report is None
+    line = _fault_line(run.stderr)
+    assert line.startswith("error: ") and ":1337" in line
+
+
+def test_probe_of_a_silent_host_times_out() -> None:
+    # TEST-NET-1 (RFC 5737): never routed; either a timeout or "unreachable", never a hang
+    t0 = time.monotonic()
+    why = probe_host("192.0.2.1", 0.5)
+    assert why is not None and "192.0.2.1:1337" in why
+    assert time.monotonic() - t0 < 5
+
+
+def test_wrong_protocol_version_is_one_line_exit_2(franka_stub: Spawn) -> None:
+    stub = franka_stub("fr3", protocol_version=9)
+    run = run_client(["--robot", "fr3", "--host", stub.host, "--seconds", "1"])
+    assert run.code == 2
+    line = _fault_line(run.stderr)
+    assert "ncompatible" in line and "9" in line
+
+
+def test_stub_on_a_taken_address_is_one_line_exit_2(franka_stub: Spawn) -> None:
+    stub = franka_stub("fr3")
+    proc = subprocess.run(
+        [sys.executable, "-m", "safebot.cli", "stub", "fr3", "--host", stub.host],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    line = _fault_line(proc.stderr)
+    assert "already in use" in line and stub.host in line
+    assert stub.alive()  # the first stub is untouched
+
+
+_NAN_CLIENT = """
+import json, sys
+import numpy as np
+from safebot.deploy.franka.client import run_loop
+from safebot.deploy.policies import SinusoidReach
+from safebot.deploy.profiles import load_profile
+
+profile = load_profile("franka_fr3")
+inner = SinusoidReach(profile)
+calls = 0
+
+def policy(state):
+    global calls
+    calls += 1
+    qd = inner(state)
+    return qd * np.nan if calls > 300 else qd
+
+report = run_loop(profile, policy, 5.0, host=sys.argv[1])
+print(json.dumps(report.to_dict()))
+"""
+
+
+def test_nan_policy_ramps_to_a_stop_and_finishes_the_motion(franka_stub: Spawn) -> None:
+    stub = franka_stub("fr3")
+    proc = subprocess.run(
+        [sys.executable, "-c", _NAN_CLIENT, stub.host],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["exit_reason"] == "nonfinite_command" and r["exit_code"] == 4
+    assert r["faults"] == [] and r["stop_cycles"] > 0 and r["final_mode"] == "Idle"
+    stats = stub.terminate()
+    assert stats is not None and stats["reflexes"] == [] and stats["mode"] == "IDLE"
