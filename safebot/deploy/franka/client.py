@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from safebot.deploy.client import FaultInjection, Policy, SafetyFilter, SuccessFn, MaxTracker
+from safebot.deploy.client import FaultInjection, MaxTracker, Policy, SafetyFilter, SuccessFn
 from safebot.deploy.franka.protocol import COMMAND_PORT, ERRORS
 from safebot.deploy.profiles import ControllerProfile, coerce_profile
 from safebot.deploy.protocol import FLAG_BITS, FloatArray, RobotMode, RobotState
