@@ -193,9 +193,9 @@ def _emit(
 
 
 def _quiet():  # type: ignore[no-untyped-def]
-    from safebot.deploy.run import _stdout_to_stderr
+    from safebot.deploy.run import stdout_to_stderr
 
-    return _stdout_to_stderr()
+    return stdout_to_stderr()
 
 
 if __name__ == "__main__":

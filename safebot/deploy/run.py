@@ -752,7 +752,7 @@ class BundlePolicy:
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
+def stdout_to_stderr() -> Iterator[None]:
     """Send file descriptor 1 to stderr for a while (C-level prints included)."""
     sys.stdout.flush()
     saved = os.dup(1)
@@ -853,7 +853,7 @@ def deploy(
         if why is not None:
             raise DeployError(why)
     path = resolve("controllers", name)
-    with _stdout_to_stderr():  # pybullet prints a banner on import; stdout carries the report
+    with stdout_to_stderr():  # pybullet prints a banner on import; stdout carries the report
         from safebot.deploy.stubs.plant import Box
     stub_stats: dict[str, object] | None = None
     with PolicyWorker(b.root, path, goal=goal, realtime=realtime) as worker:
@@ -861,7 +861,7 @@ def deploy(
         boxes = [Box.parse(",".join(map(str, x))) for x in worker.info["keepout_boxes"]]
         boxes = boxes if obstacles else []
         if client == "home":
-            with _stdout_to_stderr():
+            with stdout_to_stderr():
                 from safebot.deploy.stubs.server import StubProcess
             with StubProcess(str(path), obstacles=boxes, realtime=realtime) as stub:
                 report = _no_gc(
@@ -927,7 +927,7 @@ def _vendor_run(
         from safebot.deploy.ur.client import run_loop as vendor_loop  # type: ignore[import-not-found,no-redef,unused-ignore]
 
     def go(target: str) -> DeployReport:
-        with _stdout_to_stderr():  # libfranka logs to stdout; stdout carries the report
+        with stdout_to_stderr():  # libfranka logs to stdout; stdout carries the report
             return _no_gc(
                 lambda: vendor_loop(
                     profile,
