@@ -56,7 +56,8 @@ class ArmPhysics:
         model, data: the compiled scene.
         joints: names of the arm's actuated joints, base to tip.
         ee_site: the end-effector site.
-        arm_prefix: bodies whose names start with it belong to the arm.
+        arm_prefix: bodies whose names start with it belong to the arm; ``None``: the
+            subtree of the first joint's parent body (the arm's base link and all it carries).
     """
 
     def __init__(
@@ -66,7 +67,7 @@ class ArmPhysics:
         *,
         joints: tuple[str, ...],
         ee_site: str = "ee_site",
-        arm_prefix: str = "panda_",
+        arm_prefix: str | None = None,
     ) -> None:
         self.model = model
         self.data = data
@@ -75,11 +76,18 @@ class ArmPhysics:
         self.dof_adr = model.jnt_dofadr[self.joint_ids].copy()
         self.ee_site_id = _id(model, mujoco.mjtObj.mjOBJ_SITE, ee_site)
         self.n = len(joints)
-        arm_bodies = [
-            b
-            for b in range(model.nbody)
-            if (mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, b) or "").startswith(arm_prefix)
-        ]
+        if arm_prefix is None:  # the arm's base link and everything mounted below it
+            first = int(model.jnt_bodyid[self.joint_ids[0]])
+            base = int(model.body_parentid[first]) or first  # no base link: the first moving body
+            arm_bodies = [b for b in range(model.nbody) if _in_subtree(model, b, base)]
+        else:
+            arm_bodies = [
+                b
+                for b in range(model.nbody)
+                if (mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, b) or "").startswith(
+                    arm_prefix
+                )
+            ]
         self.arm_geom = np.isin(model.geom_bodyid, arm_bodies)
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
@@ -197,3 +205,12 @@ def arm_observation(phys: ArmPhysics, mode: str) -> F64:
     if mode == "cartesian":
         return np.concatenate([phys.ee_pos(), phys.ee_vel()])
     return np.concatenate([phys.qpos(), phys.qvel(), phys.ee_pos(), phys.ee_vel()])
+
+
+def _in_subtree(model: mujoco.MjModel, body: int, root: int) -> bool:
+    """Whether ``body`` is ``root`` (> 0) or below it."""
+    while body > 0:
+        if body == root:
+            return True
+        body = int(model.body_parentid[body])
+    return False
