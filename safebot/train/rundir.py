@@ -188,13 +188,16 @@ class RunDir:
         """The model ``which`` names (see :class:`ModelSelection`).
 
         Raises:
-            RunError: an unknown ``which``, or a run with neither a final model nor a checkpoint.
+            RunError: an unknown ``which``, not a run directory, or a run with neither a
+                final model nor a checkpoint.
         """
         try:
             choice = PolicyChoice(str(which))
         except ValueError:
             allowed = ", ".join(c.value for c in PolicyChoice)
             raise RunError(f"unknown model {which!r}; choose one of {allowed}") from None
+        if not self.config.is_file():
+            raise RunError(f"{self.root} is not a safebot run directory (no config.toml)")
         entry = self.best_entry() if choice is PolicyChoice.BEST else None
         if entry is not None:
             step = int(entry["step"])

@@ -43,6 +43,7 @@ def test_best_is_the_highest_success_then_the_least_harm_and_survives_a_restart(
     tmp_path: Path,
 ) -> None:
     run = RunDir(tmp_path)
+    run.config.write_text("")  # select() checks it is a run directory
     best = BestModel(run)
     evaluations = [  # (step, success, harm per episode) -> kept?
         (64, 0.5, [2.0, 2.0], True),
@@ -72,6 +73,7 @@ def test_best_is_the_highest_success_then_the_least_harm_and_survives_a_restart(
 
 def test_a_corrupt_best_index_and_an_unknown_which_are_named(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
+    run.config.write_text("")
     run.best.mkdir()
     run.best_index.write_text("{not json")
     with pytest.raises(RunError, match=r"best-model index .*best\.json is corrupt"):
