@@ -188,6 +188,8 @@ def test_sac_her_lambda_rises_under_forced_harm_and_a_resume_continues_from_the_
     assert lam == pytest.approx({64: 1.0, 128: 2.0, 192: 3.0, 256: 5.0})
     state = json.loads((out / "ckpt" / "state_256.json").read_text())
     assert state["callback"]["lagrange"]["lambda"] == pytest.approx(5.0)
+    events = b"".join(p.read_bytes() for p in (out / "tb").rglob("events.out.tfevents*"))
+    assert b"lagrange/lambda" in events  # and in TensorBoard
     # no harm now: -2 per episode from the saved 5 (a restart from lambda_init 0 would stay 0);
     # the resumed envs start fresh episodes at step 256, so they end at 306, 356, 406, ...
     harm["per_step"] = 0.0
