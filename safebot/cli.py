@@ -178,10 +178,13 @@ def train(
 
 def _echo_run(result: Any) -> None:
     f = result.final
+    lam = f.get("lambda")  # absent (or blank) in the metrics of runs from before the column
+    lam_text = f"{lam:.3g}" if isinstance(lam, int | float) else "-"
     typer.echo(
         f"run: {result.run_dir}  steps {result.steps}  width {f.get('width', 0):.2f}  "
         f"success {f.get('success_rate', 0):.0%}  eval cost rate {f.get('cost_rate', 0):.3f}  "
-        f"training cost {f.get('train_cost', 0):.0f}  ({result.wall_s:.0f} s)"
+        f"training cost {f.get('train_cost', 0):.0f}  lambda {lam_text}  "
+        f"({result.wall_s:.0f} s)"
     )
 
 
