@@ -194,11 +194,12 @@ def render_run(
     out: str | Path | None = None,
     gif: bool = False,
     seed: int = 0,
-    which: PolicyChoice | str = PolicyChoice.BEST,
+    which: PolicyChoice | str = PolicyChoice.LAST,
 ) -> Path:
-    """Render a trained run's best (or last) model to MP4 (or GIF).
+    """Render a trained run's last (or best) model to MP4 (or GIF).
 
-    The best model runs at the width of its evaluation, the last at the run's final width.
+    The last model runs at the run's final width, the best at the width of its
+    evaluation (``safebot render`` defaults to ``best``).
     """
     run_dir = Path(run_dir)
     selected = RunDir(run_dir).select(which)

@@ -180,7 +180,7 @@ def test_observation_normalisation_is_checkpointed_resumed_and_applied(tmp_path:
     assert (out / "ckpt" / entry["vecnormalize"]).exists()
     assert (out / "final_vecnormalize.pkl").exists()
 
-    _, model = load_policy(out, "last")
+    _, model = load_policy(out)
     assert isinstance(model, NormalizedModel)
     rms = model.obs_rms["observation"]
     assert rms.count > 64 and np.all(rms.var > 0)  # statistics of the run, not the identity
@@ -197,7 +197,7 @@ def test_observation_normalisation_is_checkpointed_resumed_and_applied(tmp_path:
 
     result = train(spec, RunOptions(steps=128), out=out, resume=True, progress=False)
     assert result.steps >= 128
-    _, resumed = load_policy(out, "last")
+    _, resumed = load_policy(out)
     assert resumed.obs_rms["observation"].count > rms.count  # kept counting after the resume
     # the best model carries the statistics of its own step
     _, best = load_policy(out, "best")
@@ -207,10 +207,10 @@ def test_observation_normalisation_is_checkpointed_resumed_and_applied(tmp_path:
 
     (out / "final_vecnormalize.pkl").write_bytes(b"garbage")
     with pytest.raises(RunError, match=r"final_vecnormalize\.pkl are corrupt"):
-        load_policy(out, "last")
+        load_policy(out)
     (out / "final_vecnormalize.pkl").unlink()
     with pytest.raises(RunError, match=r"final_vecnormalize\.pkl is missing"):
-        load_policy(out, "last")
+        load_policy(out)
 
 
 def test_width_features_pass_normalisation_unchanged() -> None:

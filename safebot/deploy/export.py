@@ -18,9 +18,10 @@ for safebot's tasks. The order and sizes are written to ``policy.json``; the
 export checks the TorchScript against ``model.predict`` on random observations
 before it writes anything.
 
-The model is the run's best held-out-evaluated one by default (``which``), and
-the shield goes in at the width that model was evaluated at (``last``: the
-final model, at the width the run ended at, ``summary.json``), with the
+The model is the run's last one, or with ``which="best"`` (``safebot export``'s
+default) its best held-out-evaluated one; the shield goes in at the width the
+run ended at (``summary.json``), or for the best model at the width of its
+evaluation, with the
 envelope's start and cap values, the action scale and mode and the control
 rate; the run's ``config.toml``, the package versions and the task's scene are
 copied in. See :mod:`safebot.deploy.bundle` for the layout.
@@ -294,13 +295,14 @@ def _no_jit_deprecation() -> Iterator[None]:
 
 
 def export_run(
-    run_dir: str | Path, out: str | Path, *, force: bool = False, which: str = "best"
+    run_dir: str | Path, out: str | Path, *, force: bool = False, which: str = "last"
 ) -> ExportResult:
     """Export a run directory to a bundle at ``out`` (see the module docstring).
 
-    ``which`` is ``"best"`` (the best held-out-evaluated model, with the shield at
-    the width of that evaluation; a run without one exports the last) or
-    ``"last"`` (the final model, at the run's final width). The bundle's
+    ``which`` is ``"last"`` (the final model, at the run's final width: the
+    default, as before best models were kept; ``safebot export`` defaults to
+    ``best``) or ``"best"`` (the best held-out-evaluated model, with the shield
+    at the width of that evaluation; a run without one exports the last). The bundle's
     ``config.toml`` records it in ``[run] policy`` and ``[run] policy_step``.
 
     Raises:

@@ -149,13 +149,14 @@ class NormalizedModel:
 
 
 def load_policy(
-    run_dir: str | Path, which: PolicyChoice | str = PolicyChoice.BEST
+    run_dir: str | Path, which: PolicyChoice | str = PolicyChoice.LAST
 ) -> tuple[TaskSpec, Any]:
     """The resolved spec and the model ``which`` names (:meth:`RunDir.select`).
 
-    ``best`` is the best held-out-evaluated model (a run without one falls back
-    to the last); ``last`` is the final model, or the latest checkpoint of an
-    unfinished run. With ``[train] normalize_obs`` the model comes as a
+    ``last`` (the default, as before best models were kept) is the final model,
+    or the latest checkpoint of an unfinished run; ``best`` is the best
+    held-out-evaluated model (a run without one falls back to the last). The
+    commands ``eval``, ``render`` and ``export`` default to ``best`` instead. With ``[train] normalize_obs`` the model comes as a
     :class:`NormalizedModel` (frozen statistics).
 
     Raises:
