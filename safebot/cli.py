@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from safebot.modes import Algo, RewardConstraint, SchedulerChoice, ShieldMode
+from safebot.modes import Algo, PolicyChoice, RewardConstraint, SchedulerChoice, ShieldMode
 
 app = typer.Typer(
     add_completion=False,
@@ -80,8 +80,30 @@ _ShieldOption = Annotated[
 ]
 _ConstraintOption = Annotated[
     RewardConstraint | None,
-    _choice(RewardConstraint, "reward constraint: none (default) or penalty (r - P * cost)"),
+    _choice(
+        RewardConstraint,
+        "reward constraint (default: the task's train.constraint, 'none'): penalty "
+        "(r - P * cost) or lagrangian (r - lambda * cost, lambda learned against "
+        "train.cost_limit harm per episode)",
+    ),
 ]
+_WhichOption = Annotated[
+    PolicyChoice,
+    _choice(
+        PolicyChoice,
+        "which saved model: the best held-out evaluation's (at the width it was evaluated "
+        "at) or the last (at the run's final width)",
+    ),
+]
+
+
+def _which(value: Any) -> PolicyChoice:
+    """``--which`` as a member (an unknown value: the one-line error of every user error)."""
+    try:
+        return PolicyChoice(str(value))
+    except ValueError:
+        _fail(f"unknown --which {value!r}; choose one of best, last")
+        raise
 
 
 @app.command()
@@ -156,10 +178,13 @@ def train(
 
 def _echo_run(result: Any) -> None:
     f = result.final
+    lam = f.get("lambda")  # absent (or blank) in the metrics of runs from before the column
+    lam_text = f"{lam:.3g}" if isinstance(lam, int | float) else "-"
     typer.echo(
         f"run: {result.run_dir}  steps {result.steps}  width {f.get('width', 0):.2f}  "
         f"success {f.get('success_rate', 0):.0%}  eval cost rate {f.get('cost_rate', 0):.3f}  "
-        f"training cost {f.get('train_cost', 0):.0f}  ({result.wall_s:.0f} s)"
+        f"training cost {f.get('train_cost', 0):.0f}  lambda {lam_text}  "
+        f"({result.wall_s:.0f} s)"
     )
 
 
@@ -171,16 +196,19 @@ def eval_cmd(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="write the results as JSON here")
     ] = None,
+    which: _WhichOption = PolicyChoice.BEST,
 ) -> None:
-    """Evaluate a trained run at its final width: success, return, cost, interventions."""
-    from safebot.train import evaluate, final_width, load_policy, make_env
+    """Evaluate a trained run's best (or last) model: success, return, cost, interventions."""
+    from safebot.train import RunDir, evaluate, load_policy, make_env
 
     try:
-        spec, model = load_policy(run_dir)
-        env = make_env(spec, width=final_width(run_dir))
+        selected = RunDir(run_dir).select(_which(which))
+        spec, model = load_policy(run_dir, selected.which)
+        env = make_env(spec, width=selected.width)
     except _user_errors() as err:
         _fail(str(err))
         return
+    _note_fallback(which, selected.which)
     result = evaluate(
         lambda o: model.predict(o, deterministic=True)[0], env, episodes=episodes, seed=seed
     )
@@ -194,6 +222,8 @@ def eval_cmd(
         "intervention_rate": s.intervention_rate,
         "mean_correction": s.mean_correction,
         "final_width": env.envelope.mean_width(),
+        "which": selected.which.value,
+        "model_step": selected.step,
     }
     typer.echo(json.dumps(out, indent=2))
     if json_path is not None:
@@ -211,13 +241,16 @@ def render(
     ] = None,
     gif: Annotated[bool, typer.Option(help="write a GIF instead of MP4 (for docs)")] = False,
     seed: Annotated[int, typer.Option()] = 0,
+    which: _WhichOption = PolicyChoice.BEST,
 ) -> None:
     """Render rollouts with the envelope drawn into the scene (headless: MUJOCO_GL=egl)."""
     _headless()
     from safebot.render import render_run
 
     try:
-        path = render_run(run_dir, episodes=episodes, out=out, gif=gif, seed=seed)
+        path = render_run(
+            run_dir, episodes=episodes, out=out, gif=gif, seed=seed, which=_which(which)
+        )
     except _user_errors() as err:
         _fail(str(err))
         return
@@ -245,23 +278,25 @@ def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="a run directory from `safebot train`")],
     out: Annotated[Path, typer.Option("--out", help="the bundle directory to write")],
     force: Annotated[bool, typer.Option(help="replace an existing bundle")] = False,
+    which: _WhichOption = PolicyChoice.BEST,
 ) -> None:
-    """Export a run as a deploy bundle: TorchScript policy, shield at its final width, hashes."""
+    """Export a run as a deploy bundle: TorchScript policy, shield at the model's width, hashes."""
     from safebot.deploy.bundle import BundleError
     from safebot.deploy.export import ExportError, export_run
 
     errors: tuple[type[BaseException], ...] = (*_user_errors(), BundleError, ExportError)
     try:
-        result = export_run(run_dir, out, force=force)
+        result = export_run(run_dir, out, force=force, which=_which(which))
     except errors as err:
         _fail(_one_line(err))
         return
+    _note_fallback(which, result.which)
     b = result.bundle
     width = sum(b.shield.width.values()) / max(len(b.shield.width), 1)
     typer.echo(
         f"bundle: {b.root}  sha256 {b.digest}  {b.policy.algo} policy "
         f"({b.policy.input_size} -> {b.policy.action_size}, |TorchScript - SB3| {result.max_abs_error:.1e})  "
-        f"width {width:.2f}  {len(b.manifest['files'])} files"
+        f"width {width:.2f}  {len(b.manifest['files'])} files  model {result.which}"
     )
 
 
@@ -351,6 +386,15 @@ def stub_cmd(
     from safebot.deploy.franka.stub import serve  # imports pybullet (prints a banner)
 
     raise typer.Exit(serve(robot, host=host, realtime=realtime))
+
+
+def _note_fallback(asked: Any, used: Any) -> None:
+    if str(asked) != str(used):
+        typer.secho(
+            f"note: the run has no {asked} model (no held-out evaluation saved one); "
+            f"using the {used} one",
+            err=True,
+        )
 
 
 def _one_line(err: BaseException) -> str:

@@ -4,13 +4,16 @@ Three independent choices, each an enum:
 
 * :class:`ShieldMode` — whether actions pass through the shield (``off``: the
   unshielded baselines; they still report costs and margins, at the caps).
-* :class:`RewardConstraint` — what the reward adds for cost: ``none``, or
-  ``penalty`` (``r - cost_penalty * cost``, a fixed Lagrange multiplier). A new
-  constraint (e.g. a learned Lagrangian multiplier) is one more member here and
-  one more branch in :func:`safebot.train.wrappers.reward_penalty`, where the
-  constraint becomes reward shaping.
+* :class:`RewardConstraint` — what the reward adds for harm (``info['cost']``):
+  ``none``; ``penalty`` (``r - cost_penalty * cost``, a fixed Lagrange
+  multiplier, the baseline); or ``lagrangian`` (``r - lambda * cost`` with
+  ``lambda >= 0`` learned by dual ascent on the training episodes' harm against
+  ``[train] cost_limit``, :mod:`safebot.train.lagrangian`).
 * :class:`SchedulerKind` — how the width moves (the ``kind`` of a
   ``[scheduler]`` table in a task file).
+
+:class:`PolicyChoice` is which saved model of a run ``eval``, ``render`` and
+``export`` use: the best held-out-evaluated one or the last.
 
 The command line used to spell the two unshielded baselines as scheduler
 names: ``--scheduler none`` (shield off) and ``--scheduler penalty`` (shield
@@ -30,6 +33,7 @@ from enum import StrEnum
 __all__ = [
     "LEGACY_SCHEDULERS",
     "Algo",
+    "PolicyChoice",
     "RewardConstraint",
     "RunMode",
     "SchedulerChoice",
@@ -58,6 +62,14 @@ class RewardConstraint(StrEnum):
 
     NONE = "none"
     PENALTY = "penalty"
+    LAGRANGIAN = "lagrangian"
+
+
+class PolicyChoice(StrEnum):
+    """Which saved model of a run to load: the best held-out evaluation's, or the last."""
+
+    BEST = "best"
+    LAST = "last"
 
 
 class SchedulerKind(StrEnum):

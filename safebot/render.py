@@ -23,8 +23,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from safebot.envs.base import ArmTaskEnv
+from safebot.modes import PolicyChoice
 from safebot.shield import Shield
-from safebot.train import RunError, final_width, load_policy, make_env
+from safebot.train import RunDir, RunError, load_policy, make_env
 
 WIDTH, HEIGHT = 640, 480
 _ARROW_SCALE = 1.0  # metres of arrow per m/s of end-effector velocity
@@ -193,11 +194,17 @@ def render_run(
     out: str | Path | None = None,
     gif: bool = False,
     seed: int = 0,
+    which: PolicyChoice | str = PolicyChoice.LAST,
 ) -> Path:
-    """Render a trained run's policy at its final width to MP4 (or GIF)."""
+    """Render a trained run's last (or best) model to MP4 (or GIF).
+
+    The last model runs at the run's final width, the best at the width of its
+    evaluation (``safebot render`` defaults to ``best``).
+    """
     run_dir = Path(run_dir)
-    spec, model = load_policy(run_dir)
-    shield = make_env(spec, width=final_width(run_dir))
+    selected = RunDir(run_dir).select(which)
+    spec, model = load_policy(run_dir, selected.which)
+    shield = make_env(spec, width=selected.width)
     frames = render_frames(
         shield, lambda o: model.predict(o, deterministic=True)[0], episodes=episodes, seed=seed
     )

@@ -208,6 +208,27 @@ class TrainSection(Frozen):
     )
     checkpoint_every: Annotated[int, Field(ge=1)] = 5_000
     save_replay_buffer: bool = True
+    # the reward constraint (safebot.modes.RewardConstraint; --constraint overrides it) and the
+    # Lagrangian's dual ascent (safebot.train.lagrangian)
+    constraint: Literal["none", "penalty", "lagrangian"] = Field(
+        "none",
+        description=(
+            "what the training reward subtracts for harm: nothing, a fixed penalty "
+            "(--cost-penalty), or a learned Lagrange multiplier"
+        ),
+    )
+    cost_limit: NonNegFloat = Field(
+        1.0,
+        description=(
+            "lagrangian: the allowed harm per training episode (sum of info['cost']); "
+            "lambda grows while the recent episodes' mean harm is above it"
+        ),
+    )
+    lagrangian_lr: PositiveFloat = Field(
+        0.01,
+        description="lagrangian: dual ascent step, lambda += lr * (mean episode harm - cost_limit)",
+    )
+    lambda_init: NonNegFloat = Field(0.0, description="lagrangian: lambda at the start of a run")
     # learning from the scripted controllers (safebot.scripted), SAC only
     demo_episodes: Annotated[int, Field(ge=0)] = Field(
         0,

@@ -24,7 +24,13 @@ runner = CliRunner()
         (["train", "reach", "--shield", "off", "--scheduler", "pi"], "needs the shield"),
         (["train", "push", "--demos", "-1"], "--demos must be >= 0"),
         (["train", "reach", "--demos", "4", "--algo", "ppo"], "need algo = 'sac'"),
+        (["train", "reach", "--constraint", "lagrange"], "unknown reward constraint 'lagrange'"),
         (["eval", "/nonexistent/run"], "not a safebot run directory"),
+        (["eval", "/nonexistent/run", "--which", "worst"], "unknown --which 'worst'"),
+        (
+            ["export", "/nonexistent/run", "--out", "/nonexistent/bundle"],
+            "not a safebot run directory",
+        ),
         (["render", "/nonexistent/run"], "not a safebot run directory"),
         (["plot", "/nonexistent/run"], "no metrics.csv"),
     ],

@@ -199,6 +199,11 @@ def test_observation_normalisation_is_checkpointed_resumed_and_applied(tmp_path:
     assert result.steps >= 128
     _, resumed = load_policy(out)
     assert resumed.obs_rms["observation"].count > rms.count  # kept counting after the resume
+    # the best model carries the statistics of its own step
+    _, best = load_policy(out, "best")
+    assert isinstance(best, NormalizedModel)
+    step = json.loads((out / "best" / "best.json").read_text())["step"]
+    assert (out / "best" / f"vecnormalize_{step}.pkl").exists()
 
     (out / "final_vecnormalize.pkl").write_bytes(b"garbage")
     with pytest.raises(RunError, match=r"final_vecnormalize\.pkl are corrupt"):

@@ -18,7 +18,10 @@ for safebot's tasks. The order and sizes are written to ``policy.json``; the
 export checks the TorchScript against ``model.predict`` on random observations
 before it writes anything.
 
-The shield goes in at the width the run ended at (``summary.json``), with the
+The model is the run's last one, or with ``which="best"`` (``safebot export``'s
+default) its best held-out-evaluated one; the shield goes in at the width the
+run ended at (``summary.json``), or for the best model at the width of its
+evaluation, with the
 envelope's start and cap values, the action scale and mode and the control
 rate; the run's ``config.toml``, the package versions and the task's scene are
 copied in. See :mod:`safebot.deploy.bundle` for the layout.
@@ -61,6 +64,8 @@ class ExportError(ValueError):
 class ExportResult:
     bundle: Bundle
     max_abs_error: float
+    #: the model exported ("best" or "last"; also ``[run] policy`` of the bundle's config.toml)
+    which: str = "last"
 
 
 def _check_flatten_extractor(extractor: Any, where: str) -> list[str]:
@@ -215,12 +220,12 @@ def compare_with_sb3(
     return float(np.max(np.abs(got.astype(np.float64) - np.asarray(expected, dtype=np.float64))))
 
 
-def shield_config(run_dir: Path) -> tuple[ShieldConfig, Path]:
-    """The run's shield at its final width, and the scene folder to copy."""
+def shield_config(run_dir: Path, width: Any = None) -> tuple[ShieldConfig, Path]:
+    """The run's shield at ``width`` (default: its final width), and the scene folder to copy."""
     from safebot.train import final_width, load_run_config, make_env
 
     spec, _ = load_run_config(run_dir)
-    env = make_env(spec, width=final_width(run_dir))
+    env = make_env(spec, width=final_width(run_dir) if width is None else width)
     try:
         inner = env.unwrapped
         view_scale = np.asarray(env.arm.scale, dtype=np.float64)
@@ -289,21 +294,30 @@ def _no_jit_deprecation() -> Iterator[None]:
         yield
 
 
-def export_run(run_dir: str | Path, out: str | Path, *, force: bool = False) -> ExportResult:
+def export_run(
+    run_dir: str | Path, out: str | Path, *, force: bool = False, which: str = "last"
+) -> ExportResult:
     """Export a run directory to a bundle at ``out`` (see the module docstring).
+
+    ``which`` is ``"last"`` (the final model, at the run's final width: the
+    default, as before best models were kept; ``safebot export`` defaults to
+    ``best``) or ``"best"`` (the best held-out-evaluated model, with the shield
+    at the width of that evaluation; a run without one exports the last). The bundle's
+    ``config.toml`` records it in ``[run] policy`` and ``[run] policy_step``.
 
     Raises:
         RunError: ``run_dir`` is not a run, or its model cannot be read.
         ExportError: an unsupported policy, or TorchScript that disagrees with SB3.
         BundleError: ``out`` exists (without ``force``).
     """
-    from safebot.train import load_policy, load_run_config
+    from safebot.train import RunDir, load_policy, load_run_config
 
     run_dir = Path(run_dir)
     out = Path(out)
     if out.exists() and not force:
         raise BundleError(f"{out} exists; pass --force to replace it")
-    _, model = load_policy(run_dir)
+    selected = RunDir(run_dir).select(which)
+    _, model = load_policy(run_dir, selected.which)
     module, info = policy_module(model)
     try:
         with _no_jit_deprecation():
@@ -315,11 +329,13 @@ def export_run(run_dir: str | Path, out: str | Path, *, force: bool = False) -> 
         raise ExportError(
             f"TorchScript disagrees with SB3's predict by {err_max:.3g} (> {EXPORT_TOLERANCE})"
         )
-    shield, scene_dir = shield_config(run_dir)
+    shield, scene_dir = shield_config(run_dir, selected.width)
     spec, _ = load_run_config(run_dir)
     layout = observation_layout(info, shield, observation=spec.robot.observation)
     info = replace(info, observation_layout=layout)
-    config_toml = (run_dir / CONFIG_FILE).read_text(encoding="utf-8")
+    config_toml = _with_policy_choice(
+        (run_dir / CONFIG_FILE).read_text(encoding="utf-8"), selected.which.value, selected.step
+    )
     with tempfile.TemporaryDirectory() as tmp:
         pt = Path(tmp) / "policy.pt"
         with _no_jit_deprecation():
@@ -334,7 +350,22 @@ def export_run(run_dir: str | Path, out: str | Path, *, force: bool = False) -> 
             scene_dir=scene_dir,
             force=force,
         )
-    return ExportResult(load_bundle(out), err_max)
+    return ExportResult(load_bundle(out), err_max, selected.which.value)
+
+
+def _with_policy_choice(config_toml: str, which: str, step: int | None) -> str:
+    """The run's config.toml with ``[run] policy`` (best/last) and ``policy_step`` set."""
+    import tomllib
+
+    from safebot.config import dump_toml
+
+    data = tomllib.loads(config_toml)
+    run = dict(data.get("run", {}))
+    run["policy"] = which
+    if step is not None:
+        run["policy_step"] = int(step)
+    data["run"] = run
+    return dump_toml(data)
 
 
 __all__ = ["EXPORT_TOLERANCE", "ExportError", "ExportResult", "export_run", "policy_module"]

@@ -11,6 +11,9 @@ extends them only through callbacks. One module per job:
 ``model``       building a learner; loading a model and its observation
                 statistics (for ``--resume`` and for :func:`load_policy`)
 ``evaluation``  held-out evaluation episodes -> :class:`EvalResult`
+``lagrangian``  the Lagrangian constraint: :class:`Lagrange` (dual ascent on
+                lambda), the harm-pricing replay buffers, :class:`LagrangeCallback`
+``best``        :class:`BestModel`: the best held-out-evaluated model, beside the last
 ``callbacks``   :class:`EnvelopeCallback` (evaluate, update the scheduler, push
                 the width to every env, log), :class:`CheckpointCallback`
                 (atomic checkpoints, so ``--resume`` continues after a
@@ -30,9 +33,18 @@ Everything importable from ``safebot.train`` before the split still is.
 
 from __future__ import annotations
 
-from safebot.modes import Algo, RewardConstraint, RunMode, SchedulerKind, ShieldMode
+from safebot.modes import (
+    Algo,
+    PolicyChoice,
+    RewardConstraint,
+    RunMode,
+    SchedulerKind,
+    ShieldMode,
+)
+from safebot.train.best import BestModel
 from safebot.train.callbacks import CheckpointCallback, EnvelopeCallback, ProgressCallback
 from safebot.train.evaluation import EvalResult, evaluate
+from safebot.train.lagrangian import Lagrange, LagrangeCallback
 from safebot.train.model import NormalizedModel, load_model, load_policy, make_model
 from safebot.train.options import ALGOS, SCHEDULER_CHOICES, RunError, RunOptions, resolve_spec
 from safebot.train.run import RunResult, train
@@ -40,6 +52,7 @@ from safebot.train.rundir import (
     DEMOS_FILE,
     FINAL_NORMALIZER,
     METRIC_FIELDS,
+    ModelSelection,
     RunDir,
     final_width,
     load_run_config,
@@ -60,11 +73,16 @@ __all__ = [
     "METRIC_FIELDS",
     "SCHEDULER_CHOICES",
     "Algo",
+    "BestModel",
     "CheckpointCallback",
     "EnvelopeCallback",
     "EnvelopeVecNormalize",
     "EvalResult",
+    "Lagrange",
+    "LagrangeCallback",
+    "ModelSelection",
     "NormalizedModel",
+    "PolicyChoice",
     "ProgressCallback",
     "RewardConstraint",
     "RunDir",

@@ -5,6 +5,7 @@ safebot extends the stock learners only through callbacks (no SAC/PPO subclass).
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import time
@@ -17,7 +18,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 from safebot.io import atomic_path, atomic_write
 from safebot.schedulers import Scheduler
 from safebot.shield import Shield
+from safebot.train.best import BestModel
 from safebot.train.evaluation import EvalResult, evaluate
+from safebot.train.lagrangian import Lagrange
 from safebot.train.rundir import METRIC_FIELDS, RunDir
 
 
@@ -26,6 +29,13 @@ class EnvelopeCallback(BaseCallback):
 
     The scheduler sees only held-out evaluation episodes (separate env, seeds
     ``eval_seed + k``), never the training reward (docs/design.md, rule 4).
+
+    Args:
+        lagrange: the learned multiplier of a Lagrangian run: logged as the
+            ``lambda`` column and saved with the callback state (every checkpoint).
+        fixed_lambda: the ``lambda`` column of a run without one (the fixed
+            penalty, or 0).
+        best: keeps the best evaluated model (:mod:`safebot.train.best`).
     """
 
     def __init__(
@@ -38,6 +48,9 @@ class EnvelopeCallback(BaseCallback):
         eval_seed: int,
         metrics_csv: Path,
         fixed_width: float | dict[str, float] = 0.0,
+        lagrange: Lagrange | None = None,
+        fixed_lambda: float = 0.0,
+        best: BestModel | None = None,
     ) -> None:
         super().__init__(verbose=0)
         self.eval_env = eval_env
@@ -47,6 +60,9 @@ class EnvelopeCallback(BaseCallback):
         self.eval_seed = eval_seed
         self.metrics_csv = metrics_csv
         self.fixed_width = fixed_width
+        self.lagrange = lagrange
+        self.fixed_lambda = fixed_lambda
+        self.best = best
         self.next_eval = eval_every
         self.train_cost = 0.0
         self.train_steps = 0
@@ -58,6 +74,11 @@ class EnvelopeCallback(BaseCallback):
     @property
     def width(self) -> float | dict[str, float]:
         return self.scheduler.width if self.scheduler is not None else self.fixed_width
+
+    @property
+    def lambda_(self) -> float:
+        """The multiplier of harm in the training reward now."""
+        return self.lagrange.value if self.lagrange is not None else self.fixed_lambda
 
     def _on_training_start(self) -> None:
         self._push_width()
@@ -82,7 +103,8 @@ class EnvelopeCallback(BaseCallback):
             action, _ = model.predict(obs, deterministic=True)
             return action
 
-        self.eval_env.set_width(self.width)
+        evaluated_at = copy.deepcopy(self.width)
+        self.eval_env.set_width(evaluated_at)
         result = evaluate(
             predict,
             self.eval_env,
@@ -90,6 +112,8 @@ class EnvelopeCallback(BaseCallback):
             seed=self.eval_seed,
             step=self.num_timesteps,
         )
+        if self.best is not None:
+            self.best.consider(model, result, evaluated_at, self.num_timesteps)
         reason = "fixed"
         if self.scheduler is not None:
             self.scheduler.update(result.stats)
@@ -118,6 +142,7 @@ class EnvelopeCallback(BaseCallback):
             "mean_correction": s.mean_correction,
             "train_cost": self.train_cost,
             "train_steps": self.train_steps,
+            "lambda": self.lambda_,
             "reason": reason,
             "wall_s": round(self.wall_offset + time.perf_counter() - self._t0, 2),
         }
@@ -138,6 +163,7 @@ class EnvelopeCallback(BaseCallback):
         ):
             self.logger.record(f"envelope/{k}", row[k])
         self.logger.record("envelope/train_cost", self.train_cost)
+        self.logger.record("lagrange/lambda", self.lambda_)
         if isinstance(width, dict):
             for kind, w in width.items():
                 self.logger.record(f"envelope/width_{kind}", w)
@@ -150,6 +176,7 @@ class EnvelopeCallback(BaseCallback):
             "train_steps": self.train_steps,
             "train_interventions": self.train_interventions,
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "lagrange": self.lagrange.state_dict() if self.lagrange is not None else None,
             "wall_s": self.wall_offset + time.perf_counter() - self._t0,
         }
 
@@ -161,6 +188,8 @@ class EnvelopeCallback(BaseCallback):
         self.wall_offset = float(state.get("wall_s", 0.0))
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        if self.lagrange is not None and state.get("lagrange") is not None:
+            self.lagrange.load_state_dict(state["lagrange"])
 
 
 class CheckpointCallback(BaseCallback):

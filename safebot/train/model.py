@@ -13,18 +13,25 @@ from typing import Any
 from stable_baselines3 import PPO, SAC, HerReplayBuffer
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+from safebot.modes import PolicyChoice
 from safebot.spec import TaskSpec
+from safebot.train.lagrangian import lagrangian_buffer_class
 from safebot.train.options import RunError
 from safebot.train.rundir import RunDir
 from safebot.train.wrappers import make_env
 
 
-def make_model(spec: TaskSpec, vec: Any, run_dir: Path, *, shaped: bool = False) -> Any:
+def make_model(
+    spec: TaskSpec, vec: Any, run_dir: Path, *, shaped: bool = False, lagrangian: bool = False
+) -> Any:
     """A fresh SB3 learner of ``[train]`` on ``vec``, logging TensorBoard to ``run_dir/tb``.
 
     Args:
         shaped: the reward reads ``info`` (cost, shield correction), so HER must
             copy the info dicts to relabel rewards.
+        lagrangian: SAC stores each transition's harm in its replay buffer and
+            pays ``lambda * harm`` at sampling (:mod:`safebot.train.lagrangian`);
+            PPO needs nothing here (its callback re-penalises each rollout).
     """
     t = spec.train
     common: dict[str, Any] = {
@@ -47,8 +54,10 @@ def make_model(spec: TaskSpec, vec: Any, run_dir: Path, *, shaped: bool = False)
             "gradient_steps": t.gradient_steps,
             "ent_coef": t.ent_coef,
         }
+        if lagrangian:
+            kwargs["replay_buffer_class"] = lagrangian_buffer_class(t.her)
         if t.her:
-            kwargs["replay_buffer_class"] = HerReplayBuffer
+            kwargs.setdefault("replay_buffer_class", HerReplayBuffer)
             kwargs["replay_buffer_kwargs"] = {
                 "n_sampled_goal": t.her_goals,
                 "goal_selection_strategy": "future",
@@ -139,23 +148,24 @@ class NormalizedModel:
         return getattr(self.model, name)
 
 
-def load_policy(run_dir: str | Path) -> tuple[TaskSpec, Any]:
-    """The resolved spec and the final (or latest checkpointed) model of a run.
+def load_policy(
+    run_dir: str | Path, which: PolicyChoice | str = PolicyChoice.LAST
+) -> tuple[TaskSpec, Any]:
+    """The resolved spec and the model ``which`` names (:meth:`RunDir.select`).
 
-    With ``[train] normalize_obs`` the model comes as a :class:`NormalizedModel`
-    (frozen statistics).
+    ``last`` (the default, as before best models were kept) is the final model,
+    or the latest checkpoint of an unfinished run; ``best`` is the best
+    held-out-evaluated model (a run without one falls back to the last). The
+    commands ``eval``, ``render`` and ``export`` default to ``best`` instead. With ``[train] normalize_obs`` the model comes as a
+    :class:`NormalizedModel` (frozen statistics).
 
     Raises:
         RunError: no config, no model, or a damaged model or statistics file.
     """
     run = RunDir(run_dir)
     spec, _ = run.load_config()
-    path, stats = run.final_model, run.final_normalizer
-    if not path.exists():
-        ckpt = run.latest_checkpoint()
-        if ckpt is None:
-            raise RunError(f"{run.root} has no final_model.zip and no checkpoint")
-        path, stats = ckpt.model, ckpt.normalizer or ckpt.expected_normalizer
+    selected = run.select(which)
+    path, stats = selected.model, selected.normalizer
     env = DummyVecEnv([lambda: make_env(spec)])
     model = load_model(spec, path, env)
     if not spec.train.normalize_obs:

@@ -8,6 +8,7 @@ from typing import Any
 
 from safebot.config import parse_model
 from safebot.modes import (
+    LEGACY_SCHEDULERS,
     Algo,
     RewardConstraint,
     RunMode,
@@ -35,7 +36,8 @@ class RunOptions:
     ``scheduler``, ``shield`` and ``constraint`` take the enums of
     :mod:`safebot.modes` or their string values; ``scheduler`` also takes the
     legacy ``"none"`` (shield off) and ``"penalty"`` (shield off, reward
-    penalty). :meth:`mode` decodes them.
+    penalty). :meth:`mode` decodes them. ``constraint=None`` takes the task's
+    ``[train] constraint`` (unless a legacy scheduler name implies one).
     """
 
     algo: Algo | str | None = None
@@ -52,14 +54,21 @@ class RunOptions:
     shield: ShieldMode | str | None = None
     constraint: RewardConstraint | str | None = None
 
-    def mode(self) -> RunMode:
+    def mode(self, default_constraint: RewardConstraint | str | None = None) -> RunMode:
         """The decoded shield / constraint / scheduler choice.
+
+        Args:
+            default_constraint: the constraint when none is asked for (the task's
+                ``[train] constraint``); a legacy ``--scheduler none|penalty`` keeps its own.
 
         Raises:
             RunError: an unknown or contradictory value (the message names it).
         """
+        constraint = self.constraint
+        if constraint is None and str(self.scheduler) not in LEGACY_SCHEDULERS:
+            constraint = default_constraint
         try:
-            mode = decode_run_mode(self.scheduler, self.shield, self.constraint)
+            mode = decode_run_mode(self.scheduler, self.shield, constraint)
         except ValueError as err:
             raise RunError(str(err)) from None
         if not mode.shielded and mode.scheduler not in (None, SchedulerKind.STATIC):
@@ -118,7 +127,7 @@ def _demo_keys(spec: TaskSpec, opts: RunOptions) -> dict[str, Any]:
 
 def _scheduler_config(spec: TaskSpec, opts: RunOptions, total_steps: int) -> Any:
     """The ``[scheduler]`` table the run uses (an unshielded run: static, at the caps by default)."""
-    mode = opts.mode()
+    mode = opts.mode(spec.train.constraint)
     if not mode.shielded or mode.scheduler is SchedulerKind.STATIC:
         default = 0.0 if mode.shielded else 1.0
         return StaticConfig(width=opts.width if opts.width is not None else default)
@@ -146,6 +155,8 @@ def resolve_spec(spec: TaskSpec, opts: RunOptions) -> TaskSpec:
         "eval_every": opts.eval_every,
         "eval_episodes": opts.eval_episodes,
         "checkpoint_every": opts.checkpoint_every,
+        # config.toml records the constraint that runs, whoever chose it
+        "constraint": opts.mode(spec.train.constraint).constraint.value,
     }
     train = spec.train.model_copy(
         update=_demo_keys(spec, opts) | {k: v for k, v in overrides.items() if v is not None}

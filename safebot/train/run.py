@@ -16,11 +16,13 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from safebot import __version__
 from safebot.demos import BehaviourCloning, DemoSet, collect_demonstrations, pretrain_actor
 from safebot.io import atomic_path, atomic_write
-from safebot.modes import RunMode, decode_run_mode
+from safebot.modes import RewardConstraint, RunMode, decode_run_mode
 from safebot.schedulers import Scheduler, make_scheduler
 from safebot.shield import Shield
 from safebot.spec import TaskSpec, load_task
+from safebot.train.best import BestModel
 from safebot.train.callbacks import CheckpointCallback, EnvelopeCallback, ProgressCallback
+from safebot.train.lagrangian import Lagrange, LagrangeCallback
 from safebot.train.model import load_model, load_normalizer, load_replay_buffer, make_model
 from safebot.train.options import RunError, RunOptions, resolve_spec
 from safebot.train.rundir import Checkpoint, RunDir
@@ -59,6 +61,7 @@ class _Session:
     scheduler: Scheduler | None
     vec: Any
     env_cb: EnvelopeCallback
+    lagrange: Lagrange | None = None
 
     @property
     def start_width(self) -> Any:
@@ -124,7 +127,7 @@ def _open_run(
                     f"{run.root} exists and is not empty; pass --resume to continue it or --force to overwrite"
                 )
             shutil.rmtree(run.root)
-        spec, mode = resolve_spec(base, opts), opts.mode()
+        spec, mode = resolve_spec(base, opts), opts.mode(base.train.constraint)
     run.root.mkdir(parents=True, exist_ok=True)
     return run, spec, mode
 
@@ -156,6 +159,12 @@ def _build(run: RunDir, spec: TaskSpec, mode: RunMode, penalty: float | None) ->
     scheduler = make_scheduler(spec.scheduler, eval_env.envelope.kinds) if mode.shielded else None
     width0 = scheduler.width if scheduler is not None else UNSHIELDED_WIDTH
     vec = make_vec_env(spec, width=width0, shielded=mode.shielded, penalty=penalty)
+    t = spec.train
+    lagrange = (
+        Lagrange(t.cost_limit, t.lagrangian_lr, t.lambda_init)
+        if mode.constraint is RewardConstraint.LAGRANGIAN
+        else None
+    )
     env_cb = EnvelopeCallback(
         eval_env,
         scheduler,
@@ -164,8 +173,11 @@ def _build(run: RunDir, spec: TaskSpec, mode: RunMode, penalty: float | None) ->
         eval_seed=10_000 + spec.train.seed * 1000,
         metrics_csv=run.metrics,
         fixed_width=UNSHIELDED_WIDTH,
+        lagrange=lagrange,
+        fixed_lambda=penalty or 0.0,
+        best=BestModel(run),
     )
-    return _Session(run, spec, mode, penalty, eval_env, scheduler, vec, env_cb)
+    return _Session(run, spec, mode, penalty, eval_env, scheduler, vec, env_cb, lagrange)
 
 
 def _restore(s: _Session, ckpt: Checkpoint) -> tuple[Any, DemoSet | None]:
@@ -183,7 +195,10 @@ def _restore(s: _Session, ckpt: Checkpoint) -> tuple[Any, DemoSet | None]:
     model = load_model(s.spec, ckpt.model, s.vec)
     if ckpt.replay is not None:
         load_replay_buffer(model, ckpt.replay)
-    s.env_cb.load_state_dict(callback_state)
+    try:
+        s.env_cb.load_state_dict(callback_state)
+    except (KeyError, TypeError, ValueError) as err:
+        raise RunError(f"checkpoint {ckpt.state} is corrupt: {err}") from None
     demos = _load_demos(s.run) if s.spec.train.bc_weight > 0 else None
     s.run.truncate_metrics(model.num_timesteps)
     s.env_cb.last = s.run.last_metrics_row()  # so a finished run is not evaluated twice
@@ -195,7 +210,13 @@ def _start(s: _Session, progress: bool) -> tuple[Any, DemoSet | None]:
     s.run.metrics.unlink(missing_ok=True)
     correction = s.spec.train.correction_penalty if s.mode.shielded else 0.0
     s.vec = normalise_observations(s.vec, s.spec, s.eval_env)
-    model = make_model(s.spec, s.vec, s.run.root, shaped=is_shaped(s.penalty, correction))
+    model = make_model(
+        s.spec,
+        s.vec,
+        s.run.root,
+        shaped=is_shaped(s.penalty, correction),
+        lagrangian=s.lagrange is not None,
+    )
     demos = _demonstrate(s, model, progress) if s.spec.train.demo_episodes > 0 else None
     s.run.write_config(s.spec, _run_table(s.spec, s.mode))
     return model, demos
@@ -207,6 +228,9 @@ def _learn(s: _Session, model: Any, demos: DemoSet | None, *, progress: bool, re
     ckpt_cb = CheckpointCallback(s.run, t.checkpoint_every, s.env_cb, t.save_replay_buffer)
     ckpt_cb.next_save = (model.num_timesteps // t.checkpoint_every + 1) * t.checkpoint_every
     callbacks: list[BaseCallback] = [s.env_cb, ckpt_cb]
+    if s.lagrange is not None:
+        # first: lambda is updated (and the PPO rollout re-penalised) before anything reads it
+        callbacks.insert(0, LagrangeCallback(s.lagrange))
     if demos is not None and t.bc_weight > 0:
         callbacks.append(
             BehaviourCloning(demos, t.bc_weight, t.bc_steps, t.batch_size, seed=t.seed)

@@ -7,6 +7,8 @@
 ``tb/``                    TensorBoard logs
 ``final_model.zip``        the model at the end of the run
 ``final_vecnormalize.pkl`` observation statistics (``[train] normalize_obs``)
+``best/``                  the best held-out-evaluated model (``best/best.json``
+                           names it, with its evaluation and width)
 ``summary.json``           the last evaluation, scheduler state, demonstrations
 ``state.json``             the envelope callback's counters at the end
 ``demos.npz``              scripted demonstrations (tasks with ``demo_episodes``)
@@ -30,6 +32,7 @@ from typing import Any
 
 from safebot.config import SpecError, dump_toml, parse_model
 from safebot.io import atomic_write
+from safebot.modes import PolicyChoice
 from safebot.spec import TaskSpec
 from safebot.train.options import RunError
 
@@ -43,6 +46,7 @@ METRIC_FIELDS = (
     "mean_correction",
     "train_cost",
     "train_steps",
+    "lambda",
     "reason",
     "wall_s",
 )
@@ -69,6 +73,27 @@ class Checkpoint:
     normalizer: Path | None
     #: where the observation statistics of this step would be (for error messages)
     expected_normalizer: Path
+
+
+@dataclass(frozen=True)
+class ModelSelection:
+    """The saved model ``eval``, ``render`` and ``export`` load, and the width it runs at.
+
+    Attributes:
+        which: the model actually selected (``best`` falls back to ``last`` in a run
+            that has no best yet, e.g. one written before best models were kept).
+        model: the SB3 zip.
+        normalizer: where its observation statistics are (``normalize_obs`` runs).
+        width: the width it runs at: the best model's evaluation width, or the
+            width the run ended at.
+        step: the training step of the model (``None``: unknown).
+    """
+
+    which: PolicyChoice
+    model: Path
+    normalizer: Path
+    width: Any
+    step: int | None
 
 
 class RunDir:
@@ -130,6 +155,78 @@ class RunDir:
     @property
     def demos(self) -> Path:
         return self.root / DEMOS_FILE
+
+    @property
+    def best(self) -> Path:
+        """``best/``: the best held-out-evaluated model; ``best/best.json`` is replaced last."""
+        return self.root / "best"
+
+    @property
+    def best_index(self) -> Path:
+        return self.best / "best.json"
+
+    def best_file(self, part: str, step: int) -> Path:
+        """``best/<part>_<step>.<ext>`` for ``part`` in model, vecnormalize."""
+        return self.best / f"{part}_{step}{_CKPT_PARTS[part]}"
+
+    def best_entry(self) -> dict[str, Any] | None:
+        """``best/best.json`` (step, files, evaluation, width), or ``None`` without a best model.
+
+        Raises:
+            RunError: ``best.json`` is not valid JSON or lacks step / model.
+        """
+        if not self.best_index.exists():
+            return None
+        try:
+            entry = json.loads(self.best_index.read_text())
+            int(entry["step"]), str(entry["model"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise RunError(f"best-model index {self.best_index} is corrupt: {err}") from None
+        return dict(entry)
+
+    def select(self, which: PolicyChoice | str = PolicyChoice.BEST) -> ModelSelection:
+        """The model ``which`` names (see :class:`ModelSelection`).
+
+        Raises:
+            RunError: an unknown ``which``, not a run directory, or a run with neither a
+                final model nor a checkpoint.
+        """
+        try:
+            choice = PolicyChoice(str(which))
+        except ValueError:
+            allowed = ", ".join(c.value for c in PolicyChoice)
+            raise RunError(f"unknown model {which!r}; choose one of {allowed}") from None
+        if not self.config.is_file():
+            raise RunError(f"{self.root} is not a safebot run directory (no config.toml)")
+        entry = self.best_entry() if choice is PolicyChoice.BEST else None
+        if entry is not None:
+            step = int(entry["step"])
+            return ModelSelection(
+                PolicyChoice.BEST,
+                self.best / str(entry["model"]),
+                self.best_file("vecnormalize", step),
+                entry.get("width", 0.0),
+                step,
+            )
+        if self.final_model.exists():
+            last = self.summary_data().get("step")
+            return ModelSelection(
+                PolicyChoice.LAST,
+                self.final_model,
+                self.final_normalizer,
+                self.final_width(),
+                None if last is None else int(last),
+            )
+        ckpt = self.latest_checkpoint()
+        if ckpt is None:
+            raise RunError(f"{self.root} has no final_model.zip and no checkpoint")
+        return ModelSelection(
+            PolicyChoice.LAST,
+            ckpt.model,
+            ckpt.normalizer or ckpt.expected_normalizer,
+            self.final_width(),
+            ckpt.step,
+        )
 
     def checkpoint_file(self, part: str, step: int) -> Path:
         """``ckpt/<part>_<step>.<ext>`` for ``part`` in model, replay, state, vecnormalize."""
@@ -224,14 +321,22 @@ class RunDir:
         with self.metrics.open(newline="") as f:
             rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
         buf = io.StringIO(newline="")
-        csv.writer(buf).writerows([METRIC_FIELDS, *[[r[k] for k in METRIC_FIELDS] for r in rows]])
+        # .get: a metrics.csv written before a column existed (e.g. ``lambda``) resumes too
+        table = [[r.get(k) or "" for k in METRIC_FIELDS] for r in rows]
+        csv.writer(buf).writerows([METRIC_FIELDS, *table])
         atomic_write(self.metrics, buf.getvalue())
+
+    def summary_data(self) -> dict[str, Any]:
+        """``summary.json`` (empty for a run that has not finished)."""
+        if not self.summary.exists():
+            return {}
+        return dict(json.loads(self.summary.read_text()))
 
     def final_width(self) -> Any:
         """The width the run ended at (from ``summary.json``; 0 for a run that has not finished)."""
         if not self.summary.exists():
             return 0.0
-        data = json.loads(self.summary.read_text())
+        data = self.summary_data()
         sched = data.get("scheduler_state")
         if sched and "width" in sched:
             return sched["width"]
@@ -262,6 +367,7 @@ __all__ = [
     "FINAL_NORMALIZER",
     "METRIC_FIELDS",
     "Checkpoint",
+    "ModelSelection",
     "RunDir",
     "final_width",
     "load_run_config",

@@ -77,8 +77,10 @@ class ShapedReward(gym.Wrapper[Any, Any, Any, Any]):
 def reward_penalty(constraint: RewardConstraint, cost_penalty: float) -> float | None:
     """The fixed cost penalty of the training reward, or ``None`` when it carries none.
 
-    The one place a :class:`RewardConstraint` turns into reward shaping; a new
-    constraint adds its branch here.
+    The one place a :class:`RewardConstraint` turns into reward shaping of the
+    env; ``lagrangian`` has none here because its multiplier changes during the
+    run and is applied by the learner's side (:mod:`safebot.train.lagrangian`),
+    so the env keeps handing out the unpenalised reward.
     """
     if constraint is RewardConstraint.PENALTY:
         return cost_penalty
