@@ -230,6 +230,43 @@ def _householder(F: np.ndarray, q: int, n: int, ss: float) -> None:
 
 
 @njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+def _first_add(F: np.ndarray, n: int, dp: float) -> tuple[float, float]:
+    """GI's first full step and add from J = I, q = 0; return ``(t2, ‖dv‖²)``.
+
+    With J = I the general step reduces to dv = zdir = n_p = −cp, and the
+    Householder reflection of I is I − beta v vᵀ, written directly (no identity
+    to initialise, no products with it). Every quantity is the one the general
+    path computes, in the same order, so the results are identical. Nothing is
+    written when the step is NaN.
+    """
+    ztn = 0.0
+    for k in range(n):
+        d = -F[_CP, k]
+        F[_DV, k] = d
+        F[_ZD, k] = d
+        ztn += d * d
+    sp = dp
+    for k in range(n):
+        sp -= F[_CP, k] * F[_X, k]
+    t2 = -sp / ztn
+    if not t2 <= math.inf:
+        return t2, ztn
+    for k in range(n):
+        F[_X, k] += t2 * F[_ZD, k]
+    nrm = math.sqrt(ztn)
+    alpha = -nrm if F[_DV, 0] >= 0.0 else nrm
+    F[_DV, 0] -= alpha
+    vtv = ztn - 2.0 * alpha * (F[_DV, 0] + alpha) + alpha * alpha
+    beta = 2.0 / vtv
+    for i in range(n):
+        f = beta * F[_DV, i]
+        for k in range(n):
+            F[_JT + i, k] = (1.0 if i == k else 0.0) - f * F[_DV, k]
+    F[_JT + n, 0] = alpha  # R's first column
+    return t2, ztn
+
+
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _drop(pos: int, q: int, n: int, F: np.ndarray, IW: np.ndarray) -> int:
     """Remove the active row at position ``pos``, restore triangular R; return new q."""
     R = _JT + n  # first row of R in F
@@ -301,6 +338,47 @@ def _scan(A: np.ndarray, b: np.ndarray, u: np.ndarray, F: np.ndarray) -> None:
         F[_SL, j] = b[j] - d0
         F[_MG, j] = g0
         j += 1
+
+
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+def _slacks(A: np.ndarray, b: np.ndarray, u: np.ndarray, F: np.ndarray) -> None:
+    """Slacks ``b − A u`` of all rows into F, four rows at a time (as :func:`_scan`).
+
+    The iterations need the magnitudes of a few rows only: :func:`_row_mag`.
+    """
+    m, n = A.shape
+    j = 0
+    while j + 4 <= m:
+        d0 = 0.0
+        d1 = 0.0
+        d2 = 0.0
+        d3 = 0.0
+        for k in range(n):
+            uk = u[k]
+            d0 += A[j, k] * uk
+            d1 += A[j + 1, k] * uk
+            d2 += A[j + 2, k] * uk
+            d3 += A[j + 3, k] * uk
+        F[_SL, j] = b[j] - d0
+        F[_SL, j + 1] = b[j + 1] - d1
+        F[_SL, j + 2] = b[j + 2] - d2
+        F[_SL, j + 3] = b[j + 3] - d3
+        j += 4
+    while j < m:
+        d0 = 0.0
+        for k in range(n):
+            d0 += A[j, k] * u[k]
+        F[_SL, j] = b[j] - d0
+        j += 1
+
+
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+def _row_mag(A: np.ndarray, j: int, u: np.ndarray) -> float:
+    """``Σ_k |A_jk u_k|``: the magnitude a row's feasibility tolerance is relative to."""
+    g = 0.0
+    for k in range(A.shape[1]):
+        g += abs(A[j, k] * u[k])
+    return g
 
 
 @njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
@@ -400,13 +478,23 @@ def _unit_normal(A: np.ndarray, b: np.ndarray, p: int, F: np.ndarray) -> float:
 
 
 @njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
-def _most_violated(A: np.ndarray, b: np.ndarray, F: np.ndarray, IW: np.ndarray, path: float) -> int:
+def _most_violated(
+    A: np.ndarray,
+    b: np.ndarray,
+    u: np.ndarray,
+    F: np.ndarray,
+    IW: np.ndarray,
+    path: float,
+    fresh: bool,
+) -> int:
     """GI step 1: the candidate row most violated by distance in z-space.
 
     Returns its index, −1 when no row is violated beyond tolerance (optimal), or
     −2 when a zero row has ``b < 0`` (infeasible). Marks inert zero rows and
     fills the weighted 2-norms of the rows it inspects, lazily: the common case
-    of a few binding limits never pays for normalising all m rows.
+    of a few binding limits never pays for normalising all m rows. The
+    magnitudes ``Σ_k |A_jk u_k|`` of the tolerance are those of the screen when
+    ``fresh`` (u = a), else computed here for the rows with negative slack only.
     """
     p = -1
     worst = 0.0
@@ -415,7 +503,8 @@ def _most_violated(A: np.ndarray, b: np.ndarray, F: np.ndarray, IW: np.ndarray, 
         if not slj < 0.0 or IW[_FLAG, j] != 0:
             continue
         arj = F[_AR, j]
-        if slj < -(_FEAS_TOL * (abs(b[j]) + F[_MG, j]) + _ROUND_TOL * path * arj):
+        mgj = F[_MG, j] if fresh else _row_mag(A, j, u)
+        if slj < -(_FEAS_TOL * (abs(b[j]) + mgj) + _ROUND_TOL * path * arj):
             if arj == 0.0:
                 # 0·u <= b with b < 0 cannot hold; with b >= 0 the row is inert
                 # (that is how batched callers pad). Only exact zeros (after
@@ -504,8 +593,10 @@ def _dual_step(F: np.ndarray, q: int, rmax: float) -> tuple[float, int]:
 @njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _finish(
     a: np.ndarray,
+    A: np.ndarray,
     b: np.ndarray,
     safe: np.ndarray,
+    u: np.ndarray,
     F: np.ndarray,
     IW: np.ndarray,
     q: int,
@@ -533,13 +624,23 @@ def _finish(
     for i in range(n):
         # q == 0: a was feasible to tolerance; return it untouched, not z0 / sqrt(w).
         u_out[i] = a[i] if q == 0 else F[_U, i]
+    # Σ_k |A_jk u_k| <= ar_j max_k |x_k| (u_k = x_k / sqrt(w_k)); twice that
+    # bounds the rounding too. A row whose slack exceeds the tolerance with this
+    # bound is not binding; only the others need their exact magnitude.
+    xinf = 0.0
+    for i in range(n):
+        xinf = max(xinf, abs(F[_X, i]))
     for j in range(b.shape[0]):
-        # Branch-free: active rows, and candidates binding to tolerance (inert
-        # zero rows, flag 1, have ar == 0).
         fl = IW[_FLAG, j]
         ar = F[_AR, j]
-        tol = _FEAS_TOL * (abs(b[j]) + F[_MG, j]) + _ROUND_TOL * path * ar
-        act_out[j] = (fl == 2) | ((fl == 0) & (F[_SL, j] <= tol) & (ar > 0.0))
+        slj = F[_SL, j]
+        act = fl == 2
+        if fl == 0 and ar > 0.0:
+            base = _FEAS_TOL * abs(b[j]) + _ROUND_TOL * path * ar
+            if slj <= base + _FEAS_TOL * 2.0 * ar * xinf:
+                mgj = F[_MG, j] if q == 0 else _row_mag(A, j, u)
+                act = slj <= base + _FEAS_TOL * mgj
+        act_out[j] = act
     return STATUS_OK
 
 
@@ -556,9 +657,7 @@ def _setup(a: np.ndarray, w: np.ndarray, A: np.ndarray, F: np.ndarray, IW: np.nd
         F[_RS, i] = 1.0 / sq
         F[_X, i] = sq * a[i]
         F[_U, i] = a[i]
-        for k in range(n):
-            F[_JT + i, k] = 0.0
-        F[_JT + i, i] = 1.0
+    # J = I is written by _first_add together with the first reflection.
     _weighted_l1(A, F)
     for j in range(A.shape[0]):
         F[_NW, j] = -1.0
@@ -599,9 +698,9 @@ def _dual_active_set(
         if not first:
             for i in range(n):
                 u[i] = F[_X, i] * F[_RS, i]
-            _scan(A, b, u, F)
+            _slacks(A, b, u, F)
+        p = _most_violated(A, b, u, F, IW, path, first)
         first = False
-        p = _most_violated(A, b, F, IW, path)
         if p == -2:
             _fill_safe(safe, u_out, act_out)
             return STATUS_INFEASIBLE
@@ -612,6 +711,21 @@ def _dual_active_set(
             # |b_p| / ‖A_p‖ beyond 1e308: the row asks for a u float64 cannot hold.
             _fill_safe(safe, u_out, act_out)
             return STATUS_NONFINITE
+        if iters == 0:
+            # The first row to enter meets J = I and no active row: a special
+            # case with the same arithmetic (bit for bit) and a third of the work.
+            iters = 1
+            t2, ztn = _first_add(F, n, dp)
+            if not t2 <= math.inf:
+                # NaN (data at float64's limits): never step on it.
+                _fill_safe(safe, u_out, act_out)
+                return STATUS_NONFINITE
+            path += t2 * math.sqrt(ztn)
+            IW[_IACT, 0] = p
+            F[_LAM, 0] = t2
+            IW[_FLAG, p] = 2
+            q = 1
+            continue
         up = 0.0  # multiplier of the entering row p
         while True:
             iters += 1
@@ -665,7 +779,7 @@ def _dual_active_set(
             IW[_FLAG, p] = 2
             q += 1
             break
-    return _finish(a, b, safe, F, IW, q, path, u_out, act_out)
+    return _finish(a, A, b, safe, u, F, IW, q, path, u_out, act_out)
 
 
 @njit(cache=True, error_model="numpy")
