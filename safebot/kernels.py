@@ -96,6 +96,9 @@ _CHUNK = 8
 # by their largest entry first, which costs a division per entry.
 _UNSCALED_LO = 2.0**-500
 _UNSCALED_HI = 2.0**500
+# The helpers below are inlined at numba's level (inline="always"): LLVM does not
+# inline across numba functions, and the calls, each passing every array as
+# several scalars, cost ~13 % of a solve.
 # Fused multiply-adds only. Reassociation or reciprocal approximation ("reassoc",
 # "arcp") would undo the explicit scalings that keep rows near float64's limits
 # finite (x / big * inv must not become x * (inv / big)), and "nnan"/"ninf" would
@@ -130,7 +133,7 @@ def _zero_row(A: np.ndarray, j: int) -> bool:
     return True
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _givens(x: float, y: float) -> tuple[float, float, float]:
     """Return (c, s, h) with [c s; -s c] @ [x; y] = [h; 0]."""
     # Plain sqrt, not hypot (3x slower): the entries are coordinates of unit
@@ -141,7 +144,7 @@ def _givens(x: float, y: float) -> tuple[float, float, float]:
     return x / h, y / h, h
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _rotate_rows(M: np.ndarray, i: int, k: int, c: float, s: float, lo: int, hi: int) -> None:
     # Rows (i, k) of M, columns lo..hi-1, <- G @ rows with G = [c s; -s c].
     for col in range(lo, hi):
@@ -174,7 +177,7 @@ _FLAG = 0  # per row: 0 candidate, 1 ignored (inert zero row), 2 in the active s
 _IACT = 1  # row index of each active position
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _nonfinite_sum(x: np.ndarray) -> float:
     # x − x is 0 for a finite x and NaN for ±inf or NaN: the sum screens a whole
     # vector without a branch per entry (two chains: the adds are the latency).
@@ -190,7 +193,7 @@ def _nonfinite_sum(x: np.ndarray) -> float:
     return s0 + s1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _inputs_ok(a: np.ndarray, b: np.ndarray, w: np.ndarray, safe: np.ndarray) -> bool:
     """Whether a, b, w, safe are all finite and every weight is positive."""
     s = _nonfinite_sum(a) + _nonfinite_sum(b) + _nonfinite_sum(w) + _nonfinite_sum(safe)
@@ -202,7 +205,7 @@ def _inputs_ok(a: np.ndarray, b: np.ndarray, w: np.ndarray, safe: np.ndarray) ->
     return True
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _householder(F: np.ndarray, q: int, n: int, ss: float) -> None:
     """Reflect basis rows q.. so that dv[q:] (with ‖dv[q:]‖² = ss) becomes ∓‖·‖ e_q."""
     nrm = math.sqrt(ss)
@@ -229,7 +232,7 @@ def _householder(F: np.ndarray, q: int, n: int, ss: float) -> None:
         F[_DV, i] = 0.0
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _first_add(F: np.ndarray, n: int, dp: float) -> tuple[float, float]:
     """GI's first full step and add from J = I, q = 0; return ``(t2, ‖dv‖²)``.
 
@@ -266,7 +269,7 @@ def _first_add(F: np.ndarray, n: int, dp: float) -> tuple[float, float]:
     return t2, ztn
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _drop(pos: int, q: int, n: int, F: np.ndarray, IW: np.ndarray) -> int:
     """Remove the active row at position ``pos``, restore triangular R; return new q."""
     R = _JT + n  # first row of R in F
@@ -288,7 +291,7 @@ def _drop(pos: int, q: int, n: int, F: np.ndarray, IW: np.ndarray) -> int:
     return q - 1
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _scan(A: np.ndarray, b: np.ndarray, u: np.ndarray, F: np.ndarray) -> None:
     """Slacks ``b − A u`` and magnitudes ``Σ_k |A_jk u_k|`` of all rows, into F."""
     m, n = A.shape
@@ -340,7 +343,7 @@ def _scan(A: np.ndarray, b: np.ndarray, u: np.ndarray, F: np.ndarray) -> None:
         j += 1
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _slacks(A: np.ndarray, b: np.ndarray, u: np.ndarray, F: np.ndarray) -> None:
     """Slacks ``b − A u`` of all rows into F, four rows at a time (as :func:`_scan`).
 
@@ -372,7 +375,7 @@ def _slacks(A: np.ndarray, b: np.ndarray, u: np.ndarray, F: np.ndarray) -> None:
         j += 1
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _row_mag(A: np.ndarray, j: int, u: np.ndarray) -> float:
     """``Σ_k |A_jk u_k|``: the magnitude a row's feasibility tolerance is relative to."""
     g = 0.0
@@ -381,7 +384,7 @@ def _row_mag(A: np.ndarray, j: int, u: np.ndarray) -> float:
     return g
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _weighted_l1(A: np.ndarray, F: np.ndarray) -> None:
     """``Σ_k |A_jk| rs_k`` of all rows into F, four rows at a time (as :func:`_scan`)."""
     m, n = A.shape
@@ -410,7 +413,7 @@ def _weighted_l1(A: np.ndarray, F: np.ndarray) -> None:
         j += 1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _screen(A: np.ndarray, b: np.ndarray, a: np.ndarray, F: np.ndarray, act_out: np.ndarray) -> int:
     """Slacks at ``u = a``; return 0 (feasible), 1 (must project) or −1 (non-finite).
 
@@ -435,7 +438,7 @@ def _screen(A: np.ndarray, b: np.ndarray, a: np.ndarray, F: np.ndarray, act_out:
     return 0 if feasible else 1
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _weighted_norm(A: np.ndarray, j: int, F: np.ndarray) -> float:
     """``‖A_j diag(rs)‖₂``, without under/overflow for rows anywhere in float64's range."""
     n = A.shape[1]
@@ -455,7 +458,7 @@ def _weighted_norm(A: np.ndarray, j: int, F: np.ndarray) -> float:
     return big * math.sqrt(acc)
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _unit_normal(A: np.ndarray, b: np.ndarray, p: int, F: np.ndarray) -> float:
     """Unit normal of row p in z-space into F; return its offset ``b_p / ‖·‖`` (may be inf)."""
     n = A.shape[1]
@@ -477,7 +480,7 @@ def _unit_normal(A: np.ndarray, b: np.ndarray, p: int, F: np.ndarray) -> float:
     return b[p] / big * inv
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _most_violated(
     A: np.ndarray,
     b: np.ndarray,
@@ -525,7 +528,7 @@ def _most_violated(
     return p
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _directions(F: np.ndarray, q: int, n: int) -> tuple[float, float]:
     """GI step 2(a) for the entering normal ``n_p = −cp``; return ``(‖dv2‖², max|r|)``.
 
@@ -570,7 +573,7 @@ def _directions(F: np.ndarray, q: int, n: int) -> tuple[float, float]:
     return ztn, rmax
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _dual_step(F: np.ndarray, q: int, rmax: float) -> tuple[float, int]:
     """GI step 2(b): the largest step keeping ``lam >= 0`` and the position that blocks it.
 
@@ -590,7 +593,7 @@ def _dual_step(F: np.ndarray, q: int, rmax: float) -> tuple[float, int]:
     return t1, kdrop
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _finish(
     a: np.ndarray,
     A: np.ndarray,
@@ -644,7 +647,7 @@ def _finish(
     return STATUS_OK
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
 def _setup(a: np.ndarray, w: np.ndarray, A: np.ndarray, F: np.ndarray, IW: np.ndarray) -> None:
     """Start of GI at the unconstrained minimum, in z = sqrt(w) u.
 
