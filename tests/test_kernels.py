@@ -632,3 +632,35 @@ def test_degenerate_problem_on_which_quadprog_cycles() -> None:
     assert status == STATUS_OK
     assert_feasible(P, u)
     assert_kkt(P, u)
+
+
+# --- the in-numba entry point -----------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.lists(problems, min_size=1, max_size=8))
+def test_solve_into_reuses_one_workspace(batch: list[Problem]) -> None:
+    # One workspace for the largest size serves every problem in turn, with no
+    # state carried from one solve to the next: the answers are project()'s, bit for bit.
+    fwork, iwork = kernels.work(64, 12)
+    for P in batch:
+        u = np.full(P.n, np.nan)
+        act = np.ones(P.A.shape[0], dtype=np.bool_)
+        status = kernels.solve_into(P.a, P.A, P.b, P.w, np.zeros(P.n), u, act, fwork, iwork)
+        u0, act0, status0 = P.run()
+        assert status == status0
+        assert u.tobytes() == u0.tobytes() and np.array_equal(act, act0)
+
+
+def test_solve_into_refuses_a_small_workspace() -> None:
+    P = make_problem("jacobian", 7, 26, 3, 0.0, False, True)
+    u, act = np.empty(7), np.empty(P.A.shape[0], dtype=np.bool_)
+    for m, n in ((P.A.shape[0] - 1, 7), (P.A.shape[0], 6)):
+        fwork, iwork = kernels.work(m, n)
+        with pytest.raises(ValueError, match="workspace too small"):
+            kernels.solve_into(P.a, P.A, P.b, P.w, np.zeros(7), u, act, fwork, iwork)
+
+
+def test_former_names_still_work() -> None:
+    # Callers written against _solve_into / _work keep running.
+    assert kernels._solve_into is kernels.solve_into and kernels._work is kernels.work
