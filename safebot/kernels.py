@@ -171,7 +171,8 @@ _ZD = 9  # primal direction                        (n)
 _RD = 10  # dual direction                         (n)
 _LAM = 11  # multipliers of the active rows        (n)
 _TMP = 12  # Householder scratch                   (n)
-_JT = 13  # rows _JT.._JT+n-1: orthonormal basis (GI's J, transposed); then R (n x n)
+_SS = 13  # squared weighted 2-norms Σ_k (A_jk / sqrt(w_k))² (m)
+_JT = 14  # rows _JT.._JT+n-1: orthonormal basis (GI's J, transposed); then R (n x n)
 # Rows of the integer workspace IW.
 _FLAG = 0  # per row: 0 candidate, 1 ignored (inert zero row), 2 in the active set
 _IACT = 1  # row index of each active position
@@ -385,8 +386,13 @@ def _row_mag(A: np.ndarray, j: int, u: np.ndarray) -> float:
 
 
 @njit(cache=True, error_model="numpy", fastmath=_FASTMATH, inline="always")
-def _weighted_l1(A: np.ndarray, F: np.ndarray) -> None:
-    """``Σ_k |A_jk| rs_k`` of all rows into F, four rows at a time (as :func:`_scan`)."""
+def _weighted_norms(A: np.ndarray, F: np.ndarray) -> None:
+    """Weighted 1-norms ``Σ_k |c_jk|`` and squared 2-norms ``Σ_k c_jk²`` of all rows.
+
+    ``c_jk = A_jk rs_k``; four rows at a time (as :func:`_scan`), one pass over
+    A for both. The squares are only used where they cannot have overflowed or
+    underflowed (see :func:`_most_violated`).
+    """
     m, n = A.shape
     j = 0
     while j + 4 <= m:
@@ -394,22 +400,42 @@ def _weighted_l1(A: np.ndarray, F: np.ndarray) -> None:
         s1 = 0.0
         s2 = 0.0
         s3 = 0.0
+        q0 = 0.0
+        q1 = 0.0
+        q2 = 0.0
+        q3 = 0.0
         for k in range(n):
             rk = F[_RS, k]
-            s0 += abs(A[j, k]) * rk
-            s1 += abs(A[j + 1, k]) * rk
-            s2 += abs(A[j + 2, k]) * rk
-            s3 += abs(A[j + 3, k]) * rk
+            c0 = A[j, k] * rk
+            c1 = A[j + 1, k] * rk
+            c2 = A[j + 2, k] * rk
+            c3 = A[j + 3, k] * rk
+            s0 += abs(c0)
+            s1 += abs(c1)
+            s2 += abs(c2)
+            s3 += abs(c3)
+            q0 += c0 * c0
+            q1 += c1 * c1
+            q2 += c2 * c2
+            q3 += c3 * c3
         F[_AR, j] = s0
         F[_AR, j + 1] = s1
         F[_AR, j + 2] = s2
         F[_AR, j + 3] = s3
+        F[_SS, j] = q0
+        F[_SS, j + 1] = q1
+        F[_SS, j + 2] = q2
+        F[_SS, j + 3] = q3
         j += 4
     while j < m:
         s0 = 0.0
+        q0 = 0.0
         for k in range(n):
-            s0 += abs(A[j, k]) * F[_RS, k]
+            c0 = A[j, k] * F[_RS, k]
+            s0 += abs(c0)
+            q0 += c0 * c0
         F[_AR, j] = s0
+        F[_SS, j] = q0
         j += 1
 
 
@@ -520,7 +546,12 @@ def _most_violated(
                 IW[_FLAG, j] = 1
                 continue
             if F[_NW, j] < 0.0:
-                F[_NW, j] = _weighted_norm(A, j, F)
+                # ar_j/n <= max_k |A_jk| rs_k <= ar_j: inside the unscaled range,
+                # the squares summed in _weighted_norms are exact to rounding.
+                if _UNSCALED_LO * A.shape[1] < arj < _UNSCALED_HI:
+                    F[_NW, j] = math.sqrt(F[_SS, j])
+                else:
+                    F[_NW, j] = _weighted_norm(A, j, F)
             dist = slj / F[_NW, j]
             if dist < worst:
                 worst = dist
@@ -661,7 +692,7 @@ def _setup(a: np.ndarray, w: np.ndarray, A: np.ndarray, F: np.ndarray, IW: np.nd
         F[_X, i] = sq * a[i]
         F[_U, i] = a[i]
     # J = I is written by _first_add together with the first reflection.
-    _weighted_l1(A, F)
+    _weighted_norms(A, F)
     for j in range(A.shape[0]):
         F[_NW, j] = -1.0
         IW[_FLAG, j] = 0

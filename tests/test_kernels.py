@@ -107,7 +107,7 @@ def make_problem(
         normals = rng.normal(size=(2, 3))
         A = np.vstack([np.eye(n), -np.eye(n), J, -J, normals @ J])
         b = np.concatenate([v, v, np.full(6, rng.uniform(0.1, 1.0)), rng.uniform(0, 0.5, 2)])
-        x0 = np.zeros(n)  # stopping is always feasible (DESIGN rule 2)
+        x0 = np.zeros(n)  # stopping is always feasible (docs/design.md, rule 2)
         A, b = A[: max(m, 1)], b[: max(m, 1)]
     else:  # pragma: no cover - guarded by KINDS
         raise ValueError(kind)

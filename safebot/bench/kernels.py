@@ -79,7 +79,7 @@ def _jacobian(rng: np.random.Generator, cols: int, log10_cond: float) -> FloatAr
 def make_problems(problems: int, seed: int = 0) -> dict[str, FloatArray]:
     """Build ``problems`` shield-like projection QPs (n = 7, m = 26).
 
-    Rows (all with ``b >= 0``, so stopping is feasible as DESIGN.md requires):
+    Rows (all with ``b >= 0``, so stopping is feasible, docs/design.md rule 2):
     14 joint-velocity box rows ``±u_i <= vmax_i``; 6 end-effector speed rows
     ``±J_k u <= v``; 3 workspace rows ``σ_k J_k u <= γ·distance`` toward the
     nearest wall (parallel to speed rows: a realistic redundancy) and 3 keep-out
@@ -163,7 +163,9 @@ def _split(P: dict[str, FloatArray]) -> list[tuple[FloatArray, ...]]:
     return [tuple(P[k][i].copy() for k in keys) for i in range(P["a"].shape[0])]
 
 
-@numba.njit(cache=True)
+# Not cached: numba's cache of a function keys on its own file only, so a cached
+# driver would keep running the solve_into of an older safebot/kernels.py.
+@numba.njit(cache=False)
 def _fused_loop(
     a: FloatArray,
     A: FloatArray,
