@@ -531,7 +531,7 @@ def run(
     batch: int = 64,
     seed: int = 0,
     json_path: str | Path | None = None,
-    repeats: int = 5,
+    repeats: int = 9,
 ) -> dict[str, Any]:
     """Time the kernel against quadprog, DAQP, OSQP and proxsuite on one problem set.
 
