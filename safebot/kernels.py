@@ -195,9 +195,15 @@ def _nonfinite_sum(x: np.ndarray) -> float:
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _inputs_ok(a: np.ndarray, b: np.ndarray, w: np.ndarray, safe: np.ndarray) -> bool:
-    """Whether a, b, w, safe are all finite and every weight is positive."""
-    s = _nonfinite_sum(a) + _nonfinite_sum(b) + _nonfinite_sum(w) + _nonfinite_sum(safe)
+def _inputs_ok(a: np.ndarray, w: np.ndarray, safe: np.ndarray, m: int) -> bool:
+    """Whether w and safe are finite, every weight is positive, and a is finite when m = 0.
+
+    With rows, a and b are screened by :func:`_screen` on the way (a non-finite
+    a_k makes every product A_jk a_k, zero A_jk included, inf or NaN).
+    """
+    s = _nonfinite_sum(w) + _nonfinite_sum(safe)
+    if m == 0:
+        s += _nonfinite_sum(a)
     if not s == 0.0:
         return False
     for i in range(w.shape[0]):
@@ -444,18 +450,19 @@ def _screen(A: np.ndarray, b: np.ndarray, a: np.ndarray, F: np.ndarray, act_out:
     """Slacks at ``u = a``; return 0 (feasible), 1 (must project) or −1 (non-finite).
 
     Exact arithmetic on the raw rows: most actions the shield sees are already
-    safe and must come back bit-for-bit. A NaN/inf entry of A shows up as a
-    non-finite magnitude (a is finite), so this also screens A; so does a
-    product beyond float64 range (|A_jk a_k| > 1e308), which no tolerance could
-    judge. ``act_out`` gets the rows binding at ``a`` to rounding.
+    safe and must come back bit-for-bit. A NaN/inf entry of a or A shows up as
+    a non-finite magnitude, one of b as a non-finite slack, so this screens a,
+    A and b; so does a product beyond float64 range (|A_jk a_k| > 1e308), which
+    no tolerance could judge. ``act_out`` gets the rows binding at ``a`` to
+    rounding.
     """
     _scan(A, b, a, F)
     feasible = True
     for j in range(b.shape[0]):
         mag = F[_MG, j]
-        if not math.isfinite(mag):
-            return -1
         slack = F[_SL, j]
+        if not (math.isfinite(mag) & math.isfinite(slack)):
+            return -1
         if slack < 0.0:
             feasible = False
         # Binding to rounding relative to the magnitudes in the row; a zero row
@@ -867,7 +874,7 @@ def solve_into(
     ):
         raise ValueError("project: workspace too small (use kernels.work(m, n))")
     # Non-finite data or a non-positive weight: nothing below would mean anything.
-    if not _inputs_ok(a, b, w, safe):
+    if not _inputs_ok(a, w, safe, m):
         _fill_safe(safe, u_out, act_out)
         return STATUS_NONFINITE
     # Fast path: the action is already feasible (the shield does not intervene).
