@@ -444,6 +444,18 @@ def test_non_finite_input_returns_the_safe_command(
     exp_range=st.integers(0, 320),
 )
 def test_extreme_magnitudes_never_raise_or_lie(n: int, m: int, seed: int, exp_range: int) -> None:
+    check_extreme(n, m, seed, exp_range)
+
+
+@pytest.mark.parametrize(("n", "m", "seed", "exp_range"), [(5, 8, 25945, 21), (2, 8, 25945, 18)])
+def test_extreme_magnitudes_found_by_hypothesis(n: int, m: int, seed: int, exp_range: int) -> None:
+    # A primal direction computed as n_p − J1ᵀ dv1 (cheaper with few active rows)
+    # cancels when n_p is nearly in the active span: these lost 1e-9 of
+    # feasibility (the first) and hit the iteration guard (the second).
+    check_extreme(n, m, seed, exp_range)
+
+
+def check_extreme(n: int, m: int, seed: int, exp_range: int) -> None:
     # Entries of a, A, b, w spread over 10**±exp_range, up to float64's limits
     # (denormals, products that overflow): the kernel may refuse (NONFINITE,
     # INFEASIBLE) but never raises, and an OK answer is finite. Up to 1e±100 it
