@@ -4,18 +4,24 @@ One problem set shaped like the shield's real workload (7 joint velocities, 26
 rows: a joint-velocity box, end-effector speed rows through the site Jacobian,
 workspace and keep-out rows) is solved by
 
+* ``solve_into`` called from jitted code, one call per problem with workspaces
+  kept across calls: what the fused numba step pays (no Python dispatch),
 * ``project`` called from Python once per problem (what a single env pays),
 * ``project_into`` likewise, writing into buffers kept across calls,
 * ``project_batch`` on ``batch`` problems per call (vectorised envs), on all of
   numba's threads and on one,
 * ``quadprog.solve_qp`` (the same Goldfarb–Idnani method, Fortran),
+* DAQP (``daqp.solve``, a dual active-set solver in C; Arnström, Bemporad and
+  Axehill, IEEE TAC 2022) per problem from Python, and the solve and set-up
+  times it reports itself (C clock, no Python),
 * OSQP, set up once for the sparsity pattern and then updated per problem,
 * proxsuite's dense ProxQP, a fresh solver per problem,
 
 each timed with ``time.perf_counter`` over the whole set, round-robin, median of
 a few repetitions after a warm-up pass (JIT, caches); the kernel's constraint
 violation and its distance to quadprog's solution are measured on the same
-problems.
+problems. Every figure is reported with its ratio to quadprog in the same run:
+on a shared machine the absolute times drift, the ratios much less.
 
 Example:
     >>> from safebot.bench.kernels import run, format_table
@@ -73,7 +79,7 @@ def _jacobian(rng: np.random.Generator, cols: int, log10_cond: float) -> FloatAr
 def make_problems(problems: int, seed: int = 0) -> dict[str, FloatArray]:
     """Build ``problems`` shield-like projection QPs (n = 7, m = 26).
 
-    Rows (all with ``b >= 0``, so stopping is feasible as DESIGN.md requires):
+    Rows (all with ``b >= 0``, so stopping is feasible, docs/design.md rule 2):
     14 joint-velocity box rows ``±u_i <= vmax_i``; 6 end-effector speed rows
     ``±J_k u <= v``; 3 workspace rows ``σ_k J_k u <= γ·distance`` toward the
     nearest wall (parallel to speed rows: a realistic redundancy) and 3 keep-out
@@ -140,16 +146,59 @@ def _quiet_stdout() -> Iterator[None]:
 
 
 class _Contender(NamedTuple):
-    """One way of solving the whole set: ``loop()`` solves it, ``answers()`` after."""
+    """One way of solving the whole set: ``loop()`` solves it, ``answers()`` after.
+
+    ``own()``, where the solver times itself, returns its own figures (µs per
+    problem, median over the loops run so far).
+    """
 
     loop: Callable[[], None]
     answers: Callable[[], FloatArray]
+    own: Callable[[], dict[str, float]] | None = None
 
 
 def _split(P: dict[str, FloatArray]) -> list[tuple[FloatArray, ...]]:
     # Per-problem contiguous arrays built up front: the loops time the calls only.
     keys = ("a", "A", "b", "w", "safe")
     return [tuple(P[k][i].copy() for k in keys) for i in range(P["a"].shape[0])]
+
+
+# Not cached: numba's cache of a function keys on its own file only, so a cached
+# driver would keep running the solve_into of an older safebot/kernels.py.
+@numba.njit(cache=False)
+def _fused_loop(
+    a: FloatArray,
+    A: FloatArray,
+    b: FloatArray,
+    w: FloatArray,
+    safe: FloatArray,
+    U: FloatArray,
+    active: npt.NDArray[np.bool_],
+    status: npt.NDArray[np.int64],
+    fwork: FloatArray,
+    iwork: npt.NDArray[np.int64],
+) -> None:
+    # One solve_into call per problem from jitted code, workspaces kept: what a
+    # fused numba step (state -> rows -> projection) pays for its projection.
+    for i in range(a.shape[0]):
+        status[i] = kernels.solve_into(
+            a[i], A[i], b[i], w[i], safe[i], U[i], active[i], fwork, iwork
+        )
+
+
+def _numba_fused(P: dict[str, FloatArray]) -> _Contender:
+    N, m, n = P["A"].shape
+    keys = ("a", "A", "b", "w", "safe")
+    a, A, b, w, safe = (np.ascontiguousarray(P[k]) for k in keys)
+    U = np.empty((N, n))
+    active = np.zeros((N, m), dtype=np.bool_)
+    status = np.empty(N, dtype=np.int64)
+    fwork, iwork = kernels.work(m, n)
+
+    def loop() -> None:
+        _fused_loop(a, A, b, w, safe, U, active, status, fwork, iwork)
+
+    return _Contender(loop, lambda: U)
 
 
 def _numba_project(P: dict[str, FloatArray]) -> _Contender:
@@ -224,6 +273,38 @@ def _quadprog(P: dict[str, FloatArray]) -> _Contender:
                 out.append(np.full(G.shape[0], np.nan))
 
     return _Contender(loop, lambda: np.stack(out))
+
+
+def _daqp(P: dict[str, FloatArray]) -> _Contender:
+    import daqp
+
+    # DAQP: min ½xᵀHx + fᵀx s.t. A x <= bupper (no lower bounds), default settings.
+    args = [
+        (np.diag(w), -w * a, np.ascontiguousarray(A), b.copy())
+        for a, A, b, w in zip(P["a"], P["A"], P["b"], P["w"], strict=True)
+    ]
+    N = len(args)
+    solve = daqp.solve
+    out: list[FloatArray] = []
+    own: list[tuple[float, float]] = []  # (set-up, solve) seconds DAQP reports, per loop
+
+    def loop() -> None:
+        out.clear()
+        setup = solve_s = 0.0
+        for H, f, C, ub in args:
+            x, _, flag, info = solve(H, f, C, ub)
+            out.append(np.asarray(x, dtype=float) if flag == 1 else np.full(H.shape[0], np.nan))
+            setup += info["setup_time"]
+            solve_s += info["solve_time"]
+        own.append((setup, solve_s))
+
+    def own_us() -> dict[str, float]:
+        timed = own[1:] or own  # the first loop is the warm-up
+        setup = statistics.median(t[0] for t in timed) / N * 1e6
+        solve_us = statistics.median(t[1] for t in timed) / N * 1e6
+        return {"daqp_own_setup_us": setup, "daqp_own_solve_us": solve_us}
+
+    return _Contender(loop, lambda: np.stack(out), own_us)
 
 
 def _osqp(P: dict[str, FloatArray]) -> _Contender:
@@ -334,7 +415,10 @@ def _machine() -> dict[str, Any]:
         "load_avg_1min": load,
         "numba_threads": numba.get_num_threads(),
         "numba_threading_layer": _threading_layer(),
-        **{dist: version(dist) for dist in ("numba", "numpy", "quadprog", "osqp", "proxsuite")},
+        **{
+            dist: version(dist)
+            for dist in ("numba", "numpy", "quadprog", "daqp", "osqp", "proxsuite")
+        },
     }
 
 
@@ -350,34 +434,17 @@ def _max_err(u: FloatArray, ref: FloatArray) -> float:
     return float(np.max(np.abs(u[ok] - ref[ok]))) if ok.any() else float("nan")
 
 
-def run(
-    problems: int = 2000,
-    batch: int = 64,
-    seed: int = 0,
-    json_path: str | Path | None = None,
-    repeats: int = 5,
-) -> dict[str, Any]:
-    """Time the kernel against quadprog, OSQP and proxsuite on one problem set.
+# Issue goals for the kernel, as (result key, comparison, bound).
+GOALS: dict[str, tuple[str, str, float]] = {
+    "fused_vs_quadprog": ("speedup_fused_vs_quadprog", ">=", 10.0),
+    "batched_us_per_problem": ("numba_batched_us_per_env", "<=", 1.0),
+    "batched_1thread_us_per_problem": ("numba_batched_1thread_us_per_env", "<=", 1.0),
+}
 
-    Args:
-        problems: Number of projection QPs (7 variables, 26 rows each).
-        batch: Problems per ``project_batch`` call (the number of vectorised envs).
-        seed: Seed of the problem generator.
-        json_path: If given, the result is also written there as JSON.
-        repeats: Timed repetitions per solver; the median is reported.
 
-    Returns:
-        Timings in µs per solve (``numba_us``, ``numba_into_us``, ``numba_batched_us_per_env``,
-        ``numba_batched_1thread_us_per_env``, ``quadprog_us``, ``osqp_us``, ``proxsuite_us``), speedups,
-        accuracy (``max_violation`` of the kernel's ``A u − b``, ``max_err_vs_quadprog``
-        and the reference solvers' own errors), the share of problems projected,
-        ``problems``, ``batch`` and ``machine``.
-    """
-    if problems < 1 or batch < 1:
-        raise ValueError(f"problems and batch must be >= 1, got {problems} and {batch}")
-    P = make_problems(problems, seed)
-    kernels.warmup()
-    contenders = {
+def _contenders(P: dict[str, FloatArray], batch: int) -> dict[str, _Contender]:
+    return {
+        "numba_fused": _numba_fused(P),
         "numba": _numba_project(P),
         "numba_into": _numba_project_into(P),
         "numba_batched": _numba_batch(P, batch, threads=None),
@@ -387,52 +454,127 @@ def run(
         # process stalls the whole batch.
         "numba_batched_1thread": _numba_batch(P, batch, threads=1),
         "quadprog": _quadprog(P),
+        "daqp": _daqp(P),
         "osqp": _osqp(P),
         "proxsuite": _proxsuite(P),
     }
-    us = _race(contenders, problems, repeats)
-    u = contenders["numba"].answers()
-    u_into = contenders["numba_into"].answers()
-    u_batch = contenders["numba_batched"].answers()
-    u_qp = contenders["quadprog"].answers()
-    u_osqp = contenders["osqp"].answers()
-    u_prox = contenders["proxsuite"].answers()
+
+
+def _timings(us: dict[str, float], own: dict[str, float]) -> dict[str, float]:
+    """µs per solve of every contender and each one's speedup over quadprog."""
+    q = us["quadprog"]
+    t = {
+        "numba_fused_us": us["numba_fused"],
+        "numba_us": us["numba"],
+        "numba_into_us": us["numba_into"],
+        "numba_batched_us_per_env": us["numba_batched"],
+        "numba_batched_1thread_us_per_env": us["numba_batched_1thread"],
+        "quadprog_us": q,
+        "daqp_us": us["daqp"],
+        **own,
+        "osqp_us": us["osqp"],
+        "proxsuite_us": us["proxsuite"],
+    }
+    return t | {
+        "speedup_fused_vs_quadprog": q / t["numba_fused_us"],
+        "speedup_vs_quadprog": q / t["numba_us"],
+        "speedup_into_vs_quadprog": q / t["numba_into_us"],
+        "speedup_batched_vs_quadprog": q / t["numba_batched_us_per_env"],
+        "speedup_batched_1thread_vs_quadprog": q / t["numba_batched_1thread_us_per_env"],
+        "speedup_daqp_vs_quadprog": q / t["daqp_us"],
+        # DAQP's own clock against the fused call: solver work only on both sides.
+        "speedup_fused_vs_daqp_own_solve": t["daqp_own_solve_us"] / t["numba_fused_us"],
+        "speedup_fused_vs_daqp_own_total": (t["daqp_own_setup_us"] + t["daqp_own_solve_us"])
+        / t["numba_fused_us"],
+    }
+
+
+def _accuracy(P: dict[str, FloatArray], answers: dict[str, FloatArray]) -> dict[str, Any]:
+    """The kernel's violation, agreement of its entry points, distances to quadprog."""
+    u, u_qp = answers["numba"], answers["quadprog"]
     status = np.array(
         [kernels.project(*(x.copy() for x in args))[2] for args in _split(P)], dtype=np.int64
     )
-    numba_us, into_us = us["numba"], us["numba_into"]
-    batched_us, batched1_us = us["numba_batched"], us["numba_batched_1thread"]
-    quadprog_us, osqp_us, proxsuite_us = us["quadprog"], us["osqp"], us["proxsuite"]
-
     violation = np.einsum("kij,kj->ki", P["A"], u) - P["b"]
     projected = np.any(np.einsum("kij,kj->ki", P["A"], P["a"]) > P["b"], axis=1)
+    same = ("numba_fused", "numba_into", "numba_batched", "numba_batched_1thread")
+    return {
+        "share_projected": float(projected.mean()),
+        "status_ok": int(np.sum(status == kernels.STATUS_OK)),
+        "max_violation": float(np.max(violation)),
+        "max_err_vs_quadprog": _max_err(u, u_qp),
+        "batched_equals_single": all(np.array_equal(u, answers[k]) for k in same),
+        "quadprog_failures": int(np.sum(~np.all(np.isfinite(u_qp), axis=1))),
+        "daqp_failures": int(np.sum(~np.all(np.isfinite(answers["daqp"]), axis=1))),
+        "daqp_max_violation": float(
+            np.nanmax(np.einsum("kij,kj->ki", P["A"], answers["daqp"]) - P["b"])
+        ),
+        **{
+            f"{k}_max_err_vs_quadprog": _max_err(answers[k], u_qp)
+            for k in ("daqp", "osqp", "proxsuite")
+        },
+    }
+
+
+def _goals(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each issue goal with its bound, the measured figure and whether it is met."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, (key, op, bound) in GOALS.items():
+        value = float(result[key])
+        met = value >= bound if op == ">=" else value <= bound
+        out[name] = {"key": key, "goal": f"{op} {bound:g}", "measured": value, "met": met}
+    return out
+
+
+def run(
+    problems: int = 2000,
+    batch: int = 64,
+    seed: int = 0,
+    json_path: str | Path | None = None,
+    repeats: int = 9,
+) -> dict[str, Any]:
+    """Time the kernel against quadprog, DAQP, OSQP and proxsuite on one problem set.
+
+    Args:
+        problems: Number of projection QPs (7 variables, 26 rows each).
+        batch: Problems per ``project_batch`` call (the number of vectorised envs).
+        seed: Seed of the problem generator.
+        json_path: If given, the result is also written there as JSON.
+        repeats: Timed repetitions per solver; the median is reported.
+
+    Returns:
+        Timings in µs per solve (``numba_fused_us``: ``solve_into`` from jitted
+        code; ``numba_us``, ``numba_into_us``: from Python; ``numba_batched_us_per_env``,
+        ``numba_batched_1thread_us_per_env``; ``quadprog_us``, ``daqp_us``, DAQP's own
+        ``daqp_own_setup_us`` and ``daqp_own_solve_us``, ``osqp_us``, ``proxsuite_us``),
+        speedups (``speedup_*``), accuracy (``max_violation`` of the kernel's
+        ``A u − b``, ``max_err_vs_quadprog``, the other solvers' errors), the share of
+        problems projected, ``goals`` (each issue goal: bound, figure, met),
+        ``problems``, ``batch`` and ``machine``.
+
+    Raises:
+        ValueError: ``problems`` or ``batch`` below 1.
+    """
+    if problems < 1 or batch < 1:
+        raise ValueError(f"problems and batch must be >= 1, got {problems} and {batch}")
+    P = make_problems(problems, seed)
+    kernels.warmup()
+    contenders = _contenders(P, batch)
+    us = _race(contenders, problems, repeats)
+    own = {k: v for c in contenders.values() if c.own is not None for k, v in c.own().items()}
+    answers = {name: c.answers() for name, c in contenders.items()}
     result: dict[str, Any] = {
         "problems": problems,
         "batch": batch,
         "seed": seed,
+        "repeats": repeats,
         "n": N_JOINTS,
         "m": N_ROWS,
-        "share_projected": float(projected.mean()),
-        "status_ok": int(np.sum(status == kernels.STATUS_OK)),
-        "numba_us": numba_us,
-        "numba_into_us": into_us,
-        "numba_batched_us_per_env": batched_us,
-        "numba_batched_1thread_us_per_env": batched1_us,
-        "quadprog_us": quadprog_us,
-        "osqp_us": osqp_us,
-        "proxsuite_us": proxsuite_us,
-        "speedup_vs_quadprog": quadprog_us / numba_us,
-        "speedup_into_vs_quadprog": quadprog_us / into_us,
-        "speedup_batched_vs_quadprog": quadprog_us / batched_us,
-        "speedup_batched_1thread_vs_quadprog": quadprog_us / batched1_us,
-        "max_violation": float(np.max(violation)),
-        "max_err_vs_quadprog": _max_err(u, u_qp),
-        "batched_equals_single": bool(np.array_equal(u, u_batch) and np.array_equal(u, u_into)),
-        "quadprog_failures": int(np.sum(~np.all(np.isfinite(u_qp), axis=1))),
-        "osqp_max_err_vs_quadprog": _max_err(u_osqp, u_qp),
-        "proxsuite_max_err_vs_quadprog": _max_err(u_prox, u_qp),
+        **_timings(us, own),
+        **_accuracy(P, answers),
         "machine": _machine(),
     }
+    result["goals"] = _goals(result)
     if json_path is not None:
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -441,15 +583,20 @@ def run(
 def format_table(result: dict[str, Any]) -> str:
     """Render a :func:`run` result as a plain-text table."""
     q = result["quadprog_us"]
+    b = result["batch"]
     rows = [
+        ("numba solve_into (from jitted code: fused path)", result["numba_fused_us"]),
         ("numba project (from Python)", result["numba_us"]),
         ("numba project_into (from Python, own buffers)", result["numba_into_us"]),
-        (f"numba project_batch (N={result['batch']})", result["numba_batched_us_per_env"]),
-        (
-            f"numba project_batch (N={result['batch']}, 1 thread)",
-            result["numba_batched_1thread_us_per_env"],
-        ),
+        (f"numba project_batch (N={b})", result["numba_batched_us_per_env"]),
+        (f"numba project_batch (N={b}, 1 thread)", result["numba_batched_1thread_us_per_env"]),
         ("quadprog solve_qp", q),
+        ("DAQP daqp.solve (from Python)", result["daqp_us"]),
+        ("DAQP, own solve time", result["daqp_own_solve_us"]),
+        (
+            "DAQP, own set-up + solve time",
+            result["daqp_own_setup_us"] + result["daqp_own_solve_us"],
+        ),
         ("OSQP (setup once, update)", result["osqp_us"]),
         ("proxsuite dense (new solver per problem)", result["proxsuite_us"]),
     ]
@@ -462,6 +609,11 @@ def format_table(result: dict[str, Any]) -> str:
     lines += [f"{name:<{width}}  {us:9.2f}  {q / us:10.1f}x" for name, us in rows]
     lines.append(
         f"kernel max violation {result['max_violation']:.2e}, "
-        f"max |u − u_quadprog| {result['max_err_vs_quadprog']:.2e}"
+        f"max |u − u_quadprog| {result['max_err_vs_quadprog']:.2e} "
+        f"(DAQP {result['daqp_max_err_vs_quadprog']:.2e})"
     )
+    lines += [
+        f"goal {name}: {g['goal']}, measured {g['measured']:.2f}: {'met' if g['met'] else 'NOT met'}"
+        for name, g in result["goals"].items()
+    ]
     return "\n".join(lines)
