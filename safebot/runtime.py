@@ -9,17 +9,18 @@ the entry scripts in ``scripts/``. Processes those start (the benchmark's worker
 pool, SB3's subprocess envs, the deploy stubs) inherit the environment.
 
 Example:
-    >>> env = {"OMP_WAIT_POLICY": "ACTIVE"}
-    >>> configure_process(env)  # the user's own choice wins
-    {}
-    >>> env
-    {'OMP_WAIT_POLICY': 'ACTIVE'}
+    >>> env = {"OMP_WAIT_POLICY": "ACTIVE", "NUMBA_CACHE_DIR": "/tmp/nb"}
+    >>> added = configure_process(env)  # the user's choice wins; the cache gets a keyed folder
+    >>> sorted(added), env["OMP_WAIT_POLICY"], env["NUMBA_CACHE_DIR"].startswith("/tmp/nb/safebot-")
+    (['NUMBA_CACHE_DIR'], 'ACTIVE', True)
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 
 #: Defaults for variables the user has not set. ``OMP_WAIT_POLICY=PASSIVE``: numba's
 #: OpenMP threading layer (``kernels.project_batch``, and the warm-up every ``Shield``
@@ -30,10 +31,32 @@ from collections.abc import Mapping, MutableMapping
 PROCESS_ENV_DEFAULTS: Mapping[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
-def configure_process(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """Set the :data:`PROCESS_ENV_DEFAULTS` the environment does not already set.
+_PACKAGE = Path(__file__).resolve().parent
+#: The files with cached numba code. numba keys a function's cache on its own file only, so
+#: a cached caller in one file keeps running an old callee from another after that file
+#: changes (the filter calling the kernel, the rows calling the packed layout).
+JIT_SOURCES = ("kernels.py", "shield/packed.py", "shield/rows.py", "shield/kinematics.py",
+               "shield/views.py", "shield/filter.py")  # fmt: skip
 
-    Call it first thing in an entry point, before numba or torch is imported.
+
+def jit_fingerprint() -> str:
+    """A short hash of :data:`JIT_SOURCES`: changes whenever any jitted source does."""
+    h = hashlib.sha256()
+    for name in JIT_SOURCES:
+        path = _PACKAGE / name
+        h.update(name.encode())
+        h.update(path.read_bytes() if path.is_file() else b"")
+    return h.hexdigest()[:12]
+
+
+def configure_process(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Set the :data:`PROCESS_ENV_DEFAULTS` the environment does not already set, and key
+    numba's cache by :func:`jit_fingerprint`.
+
+    ``NUMBA_CACHE_DIR`` (the user's, or ``~/.cache/safebot/numba``) gains a subfolder
+    ``safebot-<fingerprint>``, so an edited kernel is never served from a stale cache of
+    a function in another file. Call it first thing in an entry point, before numba or
+    torch is imported.
 
     Args:
         environ: the mapping to update; ``os.environ`` when ``None``.
@@ -43,8 +66,12 @@ def configure_process(environ: MutableMapping[str, str] | None = None) -> dict[s
     """
     env = os.environ if environ is None else environ
     added = {key: value for key, value in PROCESS_ENV_DEFAULTS.items() if key not in env}
+    base = env.get("NUMBA_CACHE_DIR") or str(Path.home() / ".cache" / "safebot" / "numba")
+    sub = f"safebot-{jit_fingerprint()}"
+    if Path(base).name != sub:  # not already keyed (a child process inherits the keyed path)
+        added["NUMBA_CACHE_DIR"] = str(Path(base) / sub)
     env.update(added)
     return added
 
 
-__all__ = ["PROCESS_ENV_DEFAULTS", "configure_process"]
+__all__ = ["JIT_SOURCES", "PROCESS_ENV_DEFAULTS", "configure_process", "jit_fingerprint"]

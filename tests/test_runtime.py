@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import safebot.cli
-from safebot.runtime import PROCESS_ENV_DEFAULTS, configure_process
+from safebot.runtime import PROCESS_ENV_DEFAULTS, configure_process, jit_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,14 +44,37 @@ def test_import_safebot_leaves_the_environment_alone() -> None:
 
 
 def test_configure_process_sets_only_what_is_unset() -> None:
-    env: dict[str, str] = {}
-    assert configure_process(env) == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert configure_process(env) == {}  # idempotent
+    env: dict[str, str] = {"NUMBA_CACHE_DIR": "/tmp/nb"}
+    keyed = f"/tmp/nb/safebot-{jit_fingerprint()}"
+    assert configure_process(env) == {"OMP_WAIT_POLICY": "PASSIVE", "NUMBA_CACHE_DIR": keyed}
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE", "NUMBA_CACHE_DIR": keyed}
+    assert configure_process(env) == {}  # idempotent: a child process inherits the keyed path
 
-    users = {"OMP_WAIT_POLICY": "ACTIVE"}
+    users = {"OMP_WAIT_POLICY": "ACTIVE", "NUMBA_CACHE_DIR": keyed}
     assert configure_process(users) == {}
-    assert users == {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert users["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_the_numba_cache_is_keyed_by_every_jitted_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """numba keys a cache on the function's own file: an edited kernel must not be served from
+    a stale cache of the filter that calls it, so any jitted source changes the folder."""
+    import safebot.runtime as rt
+
+    pkg = tmp_path / "safebot"
+    for name in rt.JIT_SOURCES:
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / name).write_text((REPO / "safebot" / name).read_text())
+    monkeypatch.setattr(rt, "_PACKAGE", pkg)
+    before = rt.jit_fingerprint()
+    assert before == jit_fingerprint()  # same sources, same key
+    kernel = pkg / "kernels.py"
+    kernel.write_text(kernel.read_text() + "\n# edited\n")
+    assert rt.jit_fingerprint() != before
+    jitted = {str(p.relative_to(REPO / "safebot")) for p in (REPO / "safebot").rglob("*.py")
+              if "@njit" in p.read_text()}  # fmt: skip
+    assert jitted <= set(rt.JIT_SOURCES), f"jitted sources missing from JIT_SOURCES: {jitted}"
 
 
 def test_cli_main_applies_the_defaults_before_any_command(

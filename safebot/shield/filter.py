@@ -3,7 +3,7 @@
 ``SafetyFilter(envelope, view).filter(a)`` reads the arm's state through its view,
 builds the rows ``A u <= b`` of the envelope's current bounds
 (:mod:`safebot.shield.rows`), solves the exact projection
-``min ||u - u_raw||_W^2  s.t.  A u <= b`` (:func:`safebot.kernels.project_into`, with
+``min ||u - u_raw||_W^2  s.t.  A u <= b`` (:func:`safebot.kernels.solve_into`, with
 ``W = 1 / scale^2`` so a correction of 0.1 means the same on every axis) and returns
 a :class:`FilterResult`. The Gymnasium :class:`~safebot.shield.wrapper.Shield`,
 ``safebot deploy``, rendering and the benchmarks all call it; nothing else projects.
@@ -86,6 +86,8 @@ class _Work(NamedTuple):
     active: Any
     margins: F64
     out: F64  # rows: the command (physical), nan_to_num(u_raw), the projection
+    fwork: F64  # the projection's workspaces (kernels.work), reused every step
+    iwork: Any
 
 
 class _Problem(NamedTuple):
@@ -143,7 +145,9 @@ def _project(
     margin_mask = margins_into(st.Fk, st.F3, st.F1, st.dims, p.F, p.flags, wk.margins)
     if m < 0:
         return m, 0, 0, 0, np.nan
-    status = kernels.project_into(wk.u_raw, wk.A[:m], wk.b[:m], p.w, p.safe, wk.u, wk.active[:m])
+    status = kernels.solve_into(
+        wk.u_raw, wk.A[:m], wk.b[:m], p.w, p.safe, wk.u, wk.active[:m], wk.fwork, wk.iwork
+    )
     correction, active_mask = _finish(p, wk, m, status, enforce)
     return m, status, active_mask, margin_mask, correction
 
@@ -158,18 +162,18 @@ def _project(
 @njit(cache=True)
 def _filter_packed(
     a: Any, enforce: bool, P: F64, F: F64, flags: Any, Fk: F64, F3: F64, F1: F64, dims: Any,
-    V: F64, A: F64, b: F64, kind: Any, active: Any, margins: F64,
+    V: F64, A: F64, b: F64, kind: Any, active: Any, margins: F64, fwork: F64, iwork: Any,
 ) -> tuple[int, int, int, int, float]:  # fmt: skip
     """:func:`_project` from a packed state (any view)."""
     p = _Problem(P[0], P[1], P[2], F, flags)
-    wk = _Work(V[0], V[1], A, b, kind, active, margins, V[2:5])
+    wk = _Work(V[0], V[1], A, b, kind, active, margins, V[2:5], fwork, iwork)
     return _project(a, p, _State(Fk, F3, F1, dims), wk, enforce)
 
 
 @njit(cache=True)
 def _filter_mujoco(
     a: Any, enforce: bool, P: F64, F: F64, flags: Any, Fk: F64, F3: F64, F1: F64, dims: Any,
-    V: F64, A: F64, b: F64, kind: Any, active: Any, margins: F64,
+    V: F64, A: F64, b: F64, kind: Any, active: Any, margins: F64, fwork: F64, iwork: Any,
     mode: int, damping: float, idx: Any, qpos: F64, xanchor: F64, xaxis: F64, site_xpos: F64,
     site_size: F64, boxes: F64, q_low: F64, q_high: F64, con: F64, nc: int, scratch: F64,
 ) -> tuple[int, int, int, int, float]:  # fmt: skip
@@ -180,7 +184,7 @@ def _filter_mujoco(
         con, nc, scratch, Fk, F3, F1, dims,
     )  # fmt: skip
     p = _Problem(P[0], P[1], P[2], F, flags)
-    wk = _Work(V[0], V[1], A, b, kind, active, margins, V[2:5])
+    wk = _Work(V[0], V[1], A, b, kind, active, margins, V[2:5], fwork, iwork)
     return _project(a, p, _State(Fk, F3, F1, dims), wk, enforce)
 
 
@@ -242,6 +246,7 @@ class SafetyFilter:
             self.A, self.b = np.zeros((m, k)), np.zeros(m)
             self.kind, self.active = np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.bool_)
             self.margins = np.zeros(len(MARGIN_KINDS))
+            self.fwork, self.iwork = kernels.work(m, k)
             self._common = ()
 
     def _common_args(self) -> tuple[Any, ...]:
@@ -251,6 +256,7 @@ class SafetyFilter:
             self._common = (
                 self._P, bd.F, bd.flags, st.Fk, st.F3, st.F1, st.dims,
                 self.V, self.A, self.b, self.kind, self.active, self.margins,
+                self.fwork, self.iwork,
             )  # fmt: skip
         return self._common
 
