@@ -225,7 +225,9 @@ REPORT_KEYS = {"cycles", "missed_deadlines", "compute_us", "faults", "success", 
 def test_naive_step_trips_a_reflex_rate_limited_does_not(franka_stub: Spawn) -> None:
     """The test that proves the stub bites: the same step, with and without rate limiting."""
     stub = franka_stub("fr3")
-    step = ["--robot", "fr3", "--host", stub.host, "--step", "0:2.62"]  # J1 straight to dq_max
+    # J1 straight to dq_max; SCHED_FIFO as a real-time client would run: a lost cycle while
+    # accelerating at the limit is itself a discontinuity reflex on a loaded machine
+    step = ["--robot", "fr3", "--host", stub.host, "--step", "0:2.62", "--realtime"]
     naive = run_client([*step, "--seconds", "0.5", "--no-rate-limit"])
     r = naive.report
     assert naive.code == 1 and r is not None and r["exit_reason"] == "fault"
@@ -294,7 +296,9 @@ def test_packet_loss_and_latency_within_and_beyond_the_tolerance(franka_stub: Sp
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     short = r["short_loss"]
     assert short["ok"], short["message"]
-    assert short["sends_dropped"] == 8 and short["missed_deadlines"] >= 8
+    # the state stream goes on, so the client counts no missed cycle; libfranka's success
+    # rate (the share of the last 100 cycles the controller got a fresh command) shows them
+    assert short["sends_dropped"] == 8 and short["command_success_rate"] <= 0.93
     # a 6 ms stall in the policy: libfranka's next readOnce reports the cycles it missed
     stall = r["policy_stall_6ms"]
     assert stall["ok"], stall["message"]
