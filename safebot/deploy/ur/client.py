@@ -588,6 +588,7 @@ class _Run:
             r.response_us = percentiles(_response_us(self.sent_ns, self.sent_stamp))
         r.max_commanded = self.tracker.best
         r.missed_deadlines = self.lost
+        r.lost_run_max = self.longest_lost
         r.states_skipped = self.duplicates
         if self.last is not None:
             r.final_mode = self.last.mode.name

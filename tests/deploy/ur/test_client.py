@@ -52,6 +52,7 @@ def test_two_second_speedj_loop_completes(ur_stub) -> None:
     assert v == pytest.approx(0.5) and lim == pytest.approx(V_MAX[5])
     # states come from RTDE: the plant's joints, advancing controller cycles
     assert seen[0].q.shape == (6,) and seen[-1].seq > seen[0].seq
+    assert report.lost_run_max == stats["longest_lost_run"] < 20
     assert seen[-1].q[5] > seen[0].q[5] + 0.3
     assert report.final_mode in ("IDLE", "MOVE")
     assert tasks() == n_tasks  # ur_rtde's threads are gone
