@@ -13,7 +13,7 @@ import pytest
 
 from safebot.deploy.bundle import Bundle
 
-from .conftest import error_lines, random_loopback
+from .conftest import Spawn, error_lines, random_loopback
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +99,18 @@ def test_deploy_to_a_host_that_does_not_answer_is_one_line_exit_2(
     assert proc.returncode == 2
     lines = error_lines(proc.stderr)
     assert len(lines) == 1 and f"{host}:1337" in lines[0]
+
+
+def test_deploy_to_a_server_of_another_protocol_version_is_one_line_exit_2(
+    reach_bundle: Callable[[str], Bundle], franka_stub: Spawn
+) -> None:
+    stub = franka_stub("fr3", protocol_version=9)
+    proc = _safebot(
+        "deploy", str(reach_bundle("full").root), "--robot", "fr3", "--host", stub.host,
+        "--seconds", "1",
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "ncompatible" in lines[0] and "9" in lines[0]
+    assert stub.alive()  # the refused client leaves the robot's side alone
