@@ -305,7 +305,7 @@ def deploy_cmd(
     bundle: Annotated[Path, typer.Argument(help="a bundle directory from `safebot export`")],
     robot: Annotated[
         str | None,
-        typer.Option(help="fr3 | panda | ur5e: the vendor's client (pylibfranka for Franka)"),
+        typer.Option(help="fr3 | panda (pylibfranka, 1 kHz) or ur5e (ur_rtde speedJ, 500 Hz)"),
     ] = None,
     host: Annotated[
         str | None,
@@ -313,10 +313,7 @@ def deploy_cmd(
     ] = None,
     controller: Annotated[
         str | None,
-        typer.Option(
-            help="controller profile: path or shipped name (franka_fr3, ...); without --robot "
-            "it runs on the home-made loopback protocol"
-        ),
+        typer.Option(help="a controller profile (path or shipped name) overriding the robot's"),
     ] = None,
     seconds: Annotated[float, typer.Option(help="how long the policy runs")] = 10.0,
     json_path: Annotated[
@@ -334,20 +331,23 @@ def deploy_cmd(
 ) -> None:
     """Run a bundle on a robot (--robot fr3 --host IP) or the matching stub; prints the JSON report.
 
-    Exit status: 0 clean run, 1 controller fault (reflex), 3 robot/stub lost, 4 non-finite
-    command, 5 policy error, 2 bad input (a host that does not answer, another protocol
-    version, a bundle for another arm, ...).
+    Exit status: 0 clean run, 1 controller fault (reflex, protective stop), 3 robot/stub
+    lost, 4 non-finite command, 5 policy error, 2 bad input (a host that does not answer,
+    another protocol version, a bundle for another arm, ...).
     """
     from safebot.deploy.bundle import BundleError
     from safebot.deploy.run import DeployError, deploy, parse_goal
 
+    if robot is None:
+        _fail("give --robot fr3, panda or ur5e (the arm the bundle runs on)")
+        return
     errors: tuple[type[BaseException], ...] = (*_user_errors(), BundleError, DeployError)
     try:
         g = None if goal is None else parse_goal(goal)
         result = deploy(
             bundle,
-            controller,
-            robot=robot,
+            robot,
+            controller=controller,
             host=host,
             seconds=seconds,
             goal=g,
@@ -370,22 +370,29 @@ def deploy_cmd(
 
 @app.command("stub")
 def stub_cmd(
-    robot: Annotated[str, typer.Argument(help="fr3 | panda")],
+    robot: Annotated[str, typer.Argument(help="fr3 | panda | ur5e")],
     host: Annotated[
-        str, typer.Option(help="address for libfranka's TCP port 1337 (e.g. 127.0.0.2)")
+        str,
+        typer.Option(help="address to listen on (e.g. 127.0.0.2; libfranka always uses port 1337)"),
     ] = "127.0.0.1",
     realtime: Annotated[bool, typer.Option(help="SCHED_FIFO where permitted")] = False,
 ) -> None:
-    """A Franka controller stub speaking libfranka's protocol (v10) until Ctrl-C.
+    """A controller stub speaking the robot's own protocol until Ctrl-C.
 
-    pylibfranka connects to it as to a robot: `pylibfranka.Robot(HOST)`, or
-    `safebot deploy BUNDLE --robot fr3 --host HOST`.
+    fr3 / panda: libfranka's protocol (version 10) on TCP 1337 + UDP; pylibfranka connects
+    as to a robot. ur5e: RTDE (30004), dashboard (29999) and script port (30003) for
+    ur_rtde. Then `safebot deploy BUNDLE --robot ROBOT --host HOST`. A taken address is
+    one line and exit status 2.
     """
-    if robot not in ("fr3", "panda"):
-        _fail(f"stub robot must be fr3 or panda, got {robot!r}")
-    from safebot.deploy.franka.stub import serve  # imports pybullet (prints a banner)
+    if robot in ("fr3", "panda"):
+        from safebot.deploy.franka.stub import serve  # imports pybullet (prints a banner)
 
-    raise typer.Exit(serve(robot, host=host, realtime=realtime))
+        raise typer.Exit(serve(robot, host=host, realtime=realtime))
+    if robot == "ur5e":
+        from safebot.deploy.ur.stub import main as ur_main
+
+        raise typer.Exit(ur_main(["--host", host, *(["--realtime"] if realtime else [])]))
+    _fail(f"stub robot must be fr3, panda or ur5e, got {robot!r}")
 
 
 def _note_fallback(asked: Any, used: Any) -> None:

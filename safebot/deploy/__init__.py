@@ -1,19 +1,21 @@
-"""Deploy side: controller profiles, the control-loop client, controller stubs.
+"""Deploy side: controller profiles, the vendor clients, controller stubs that speak their protocols.
 
 * :mod:`safebot.deploy.profiles`: ``controllers/*.toml`` -> :class:`ControllerProfile`.
-* :mod:`safebot.deploy.protocol`: the loopback UDP protocol (byte layout in its docstring).
+* :mod:`safebot.deploy.state`: :class:`RobotState`, what every client's policy sees.
 * :mod:`safebot.deploy.ratelimit`: libfranka ``limitRate`` semantics.
-* :mod:`safebot.deploy.client`: :func:`run_loop` -> :class:`DeployReport`.
-* :mod:`safebot.deploy.stubs`: controller stubs with a PyBullet plant (import
-  pybullet only when used).
+* :mod:`safebot.deploy.franka`: pylibfranka client and a libfranka-protocol stub.
+* :mod:`safebot.deploy.ur`: ur_rtde client and an RTDE / dashboard / script-port stub.
+* :mod:`safebot.deploy.stubs`: the controller core and PyBullet plant both stubs use
+  (import pybullet only when used).
 
 See ``docs/deploy.md``.
 """
 
-from safebot.deploy.client import DeployReport, FaultInjection, probe_state, run_loop
+from safebot.deploy.loop import FaultInjection
 from safebot.deploy.profiles import ControllerProfile, load_profile
-from safebot.deploy.protocol import CommandFlag, RobotMode, RobotState
 from safebot.deploy.ratelimit import RateLimiter, limit_rate
+from safebot.deploy.report import DeployReport
+from safebot.deploy.state import CommandFlag, RobotMode, RobotState
 
 __all__ = [
     "CommandFlag",
@@ -25,6 +27,4 @@ __all__ = [
     "RobotState",
     "limit_rate",
     "load_profile",
-    "probe_state",
-    "run_loop",
 ]

@@ -1,15 +1,17 @@
-"""``python -m safebot.deploy``: run a built-in policy against a controller (stub).
+"""``python -m safebot.deploy``: a built-in policy through the vendor's client (Franka or UR).
 
-With ``--robot fr3|panda`` the loop runs through pylibfranka against ``--host`` (or a
-stub it starts on loopback); otherwise against the home-made loopback stub of
-``--controller`` (or one already running with ``--port``). It runs a joint-space
-sinusoid (or, with ``--step J:V``, a constant velocity on one joint) for ``--seconds``,
-prints the :class:`~safebot.deploy.report.DeployReport` as JSON and exits with its
-``exit_code`` (0 only for a clean run without faults; 2 for bad input).
+``--robot fr3|panda`` runs through pylibfranka, ``--robot ur5e`` through ur_rtde, against
+``--host`` or, without it, a stub of that robot started on loopback (another process).
+It runs a joint-space sinusoid (or, with ``--step J:V``, a constant velocity on one
+joint) for ``--seconds``, prints the :class:`~safebot.deploy.report.DeployReport` as
+JSON and exits with its ``exit_code`` (0 only for a clean run without faults; 2 for bad
+input: an unknown robot or profile, a host that does not answer, another protocol
+version, a stub address in use).
 
 The fault options exist to show what the controller does with a bad client:
 ``--no-rate-limit`` sends the policy's output unlimited (a step becomes a reflex),
-``--stall-at CYCLE:SECONDS`` holds one command back (>= 20 ms: a communication reflex).
+``--stall-at CYCLE:SECONDS`` holds one command back (>= 20 ms: a communication reflex
+on a Franka, >= 0.1 s the RTDE watchdog on a UR).
 """
 
 from __future__ import annotations
@@ -19,18 +21,21 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from safebot.deploy.client import FaultInjection, run_loop
+from safebot.deploy.loop import FaultInjection
 from safebot.deploy.policies import SinusoidReach
-from safebot.deploy.profiles import ControllerProfile, load_profile
-from safebot.deploy.protocol import RobotState
-from safebot.deploy.report import DeployReport
+from safebot.deploy.profiles import ControllerProfile
+from safebot.deploy.report import DeployReport, stdout_to_stderr
+from safebot.deploy.robots import ROBOT_CLIENTS, ROBOT_PROFILES, DeployError, robot_profile
+from safebot.deploy.state import RobotState
 from safebot.deploy.stubs.plant import Box
+from safebot.resources import resolve
 from safebot.spec import SpecError
 
-FRANKA_PROFILES = {"fr3": "franka_fr3", "panda": "franka_panda"}
+Policy = Callable[[RobotState], np.ndarray]
 
 
 def _pair(text: str, kinds: tuple[type, type]) -> tuple[int | float, float]:
@@ -41,26 +46,22 @@ def _pair(text: str, kinds: tuple[type, type]) -> tuple[int | float, float]:
         raise argparse.ArgumentTypeError(f"expected A:B, got {text!r}") from None
 
 
-def _step_policy(dof: int, joint: int, value: float) -> Callable[[RobotState], np.ndarray]:
+def _step_policy(dof: int, joint: int, value: float) -> Policy:
     qd = np.zeros(dof)
     qd[joint] = value
     return lambda state: qd
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="python -m safebot.deploy", description=__doc__.split("\n")[0]
+        prog="python -m safebot.deploy", description=(__doc__ or "").split("\n")[0]
     )
+    ap.add_argument("--robot", required=True, choices=list(ROBOT_PROFILES), help="which arm")
+    ap.add_argument("--host", default=None, help="robot address; without it a stub starts here")
     ap.add_argument(
-        "--robot",
-        choices=sorted(FRANKA_PROFILES),
-        default=None,
-        help="run through pylibfranka (libfranka's protocol)",
+        "--controller", default=None, help="a profile (path or shipped name) for that robot"
     )
-    ap.add_argument("--host", default=None, help="robot / stub address for --robot")
-    ap.add_argument("--controller", default="franka_fr3", help="profile: path or shipped name")
     ap.add_argument("--seconds", type=float, default=2.0, help="how long to run the policy")
-    ap.add_argument("--port", type=int, default=None, help="use a running stub on 127.0.0.1:PORT")
     ap.add_argument("--amplitude", type=float, default=0.3, help="sinusoid amplitude (rad)")
     ap.add_argument("--period", type=float, default=2.0, help="sinusoid period (s)")
     ap.add_argument(
@@ -86,67 +87,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--realtime", action="store_true", help="SCHED_FIFO for client and stub where permitted"
     )
-    args = ap.parse_args(argv)
-    name = FRANKA_PROFILES[args.robot] if args.robot else args.controller
+    return ap
+
+
+def _policy(args: argparse.Namespace, profile: ControllerProfile) -> Policy:
+    if args.step is None:
+        return SinusoidReach(profile, amplitude=args.amplitude, period_s=args.period)
+    joint, value = int(args.step[0]), float(args.step[1])
+    if not 0 <= joint < profile.dof:
+        raise DeployError(f"--step joint must be 0..{profile.dof - 1}, got {joint}")
+    return _step_policy(profile.dof, joint, value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
-        profile = load_profile(name)
-    except SpecError as err:
+        profile, _ = robot_profile(args.robot, args.controller)
+        policy = _policy(args, profile)
+    except (SpecError, DeployError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.step is not None:
-        joint, value = int(args.step[0]), float(args.step[1])
-        if not 0 <= joint < profile.dof:
-            print(f"error: --step joint must be 0..{profile.dof - 1}, got {joint}", file=sys.stderr)
-            return 2
-        policy: Callable[[RobotState], np.ndarray] = _step_policy(profile.dof, joint, value)
-    else:
-        policy = SinusoidReach(profile, amplitude=args.amplitude, period_s=args.period)
     inject = None
     if args.stall_at is not None:
         inject = FaultInjection(delay_send=(int(args.stall_at[0]), float(args.stall_at[1])))
-    if args.robot is not None:
-        return _franka(args, profile, policy, inject)
-    if args.host is not None:
-        print("error: --host needs --robot fr3|panda", file=sys.stderr)
+    try:
+        report, stats = _run(args, profile, policy, inject)
+    except DeployError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-
-    def go(port: int) -> int:
-        report = run_loop(
-            profile,
-            policy,
-            args.seconds,
-            port=port,
-            recover=args.recover,
-            realtime=args.realtime,
-            rate_limit=not args.no_rate_limit,
-            inject=inject,
-        )
-        return _emit(report, args.json)
-
-    if args.port is not None:
-        return go(args.port)
-    with _quiet():
-        from safebot.deploy.stubs.server import StubProcess
-    with StubProcess(args.controller, obstacles=args.obstacle, realtime=args.realtime) as stub:
-        code = go(stub.port)
-        stats = stub.terminate()
+    if report.exit_reason == "connect_failed":
+        print(f"error: {report.message}", file=sys.stderr)
+        return 2
     if stats is not None:
         print(f"stub: {stats}", file=sys.stderr)
-    return code
+    return _emit(report, args.json, stub=stats)
 
 
-def _franka(
+def _run(
     args: argparse.Namespace,
     profile: ControllerProfile,
-    policy: Callable[[RobotState], np.ndarray],
+    policy: Policy,
     inject: FaultInjection | None,
-) -> int:
-    from safebot.deploy.franka.client import run_loop as franka_loop
-    from safebot.deploy.franka.stub import FrankaStubError, spawn_on_free_loopback
+) -> tuple[DeployReport, dict[str, object] | None]:
+    """The loop through the robot's vendor client, on ``--host`` or a stub started here."""
+    if ROBOT_CLIENTS[args.robot] == "franka":
+        from safebot.deploy.franka.client import run_loop
+    else:
+        from safebot.deploy.ur.client import run_loop  # type: ignore[no-redef]
 
     def go(host: str) -> DeployReport:
-        with _quiet():  # libfranka logs to stdout; stdout carries the report
-            return franka_loop(
+        with stdout_to_stderr():  # libfranka logs to stdout; stdout carries the report
+            return run_loop(
                 profile,
                 policy,
                 args.seconds,
@@ -157,24 +148,36 @@ def _franka(
                 inject=inject,
             )
 
-    stats: dict[str, object] | None = None
     if args.host is not None:
-        report = go(args.host)
-    else:
+        return go(args.host), None
+    path = resolve("controllers", args.controller or ROBOT_PROFILES[args.robot])
+    with start_stub(args.robot, path, obstacles=args.obstacle, realtime=args.realtime) as stub:
+        report = go(stub.host)
+        return report, stub.terminate()
+
+
+def start_stub(robot: str, profile: Path, *, obstacles: Sequence[Box], realtime: bool) -> Any:
+    """A stub of ``robot`` on a free loopback address, in its own process (a context manager).
+
+    The UR stub takes its limits from ``profile``; the Franka stub from the robot's shipped
+    profile (libfranka's robot publishes its own limits).
+
+    Raises:
+        DeployError: it did not start (e.g. no free address), one line.
+    """
+    if ROBOT_CLIENTS[robot] == "franka":
+        from safebot.deploy.franka.stub import FrankaStubError, spawn_on_free_loopback
+
         try:
-            stub = spawn_on_free_loopback(
-                args.robot, obstacles=args.obstacle, realtime=args.realtime
-            )
+            return spawn_on_free_loopback(robot, obstacles=obstacles, realtime=realtime)
         except FrankaStubError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        with stub:
-            report = go(stub.host)
-            stats = stub.terminate()
-    if report.exit_reason == "connect_failed":
-        print(f"error: {report.message}", file=sys.stderr)
-        return 2
-    return _emit(report, args.json, stub=stats)
+            raise DeployError(str(err)) from None
+    from safebot.deploy.ur.stub import StubError, StubProcess
+
+    try:
+        return StubProcess(str(profile), obstacles=obstacles, realtime=realtime)
+    except StubError as err:
+        raise DeployError(str(err).splitlines()[0]) from None
 
 
 def _emit(
@@ -190,12 +193,6 @@ def _emit(
     if not report.ok:
         print(f"deploy failed ({report.exit_reason}): {report.message}", file=sys.stderr)
     return report.exit_code
-
-
-def _quiet():  # type: ignore[no-untyped-def]
-    from safebot.deploy.run import stdout_to_stderr
-
-    return stdout_to_stderr()
 
 
 if __name__ == "__main__":

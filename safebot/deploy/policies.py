@@ -1,6 +1,6 @@
 """Small built-in joint-space policies for exercising a controller (no learning involved).
 
-They take a :class:`~safebot.deploy.protocol.RobotState` and return joint
+They take a :class:`~safebot.deploy.state.RobotState` and return joint
 velocities (rad/s); the client rate-limits whatever they return.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from safebot.deploy.profiles import ControllerProfile
-from safebot.deploy.protocol import FloatArray, RobotState
+from safebot.deploy.state import FloatArray, RobotState
 
 
 class SinusoidReach:

@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from safebot import resources
-from safebot.deploy.protocol import FLAG_BITS
+from safebot.deploy.state import FLAG_BITS
 from safebot.spec import Frozen, SpecError, load_model
 
 Interface = Literal["joint_velocity", "speedj"]

@@ -1,12 +1,15 @@
-"""What one deploy run reports, whichever client ran it (home-made protocol, pylibfranka, ur_rtde).
+"""What one deploy run reports, whichever vendor client ran it (pylibfranka, ur_rtde).
 
-:class:`DeployReport` lives here so that every client returns the same thing;
-``safebot.deploy.client`` re-exports it.
+:class:`DeployReport` lives here so that every client returns the same thing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -97,3 +100,20 @@ def percentiles(xs: list[float]) -> dict[str, float]:
         "p999": round(float(p999), 1),
         "max": round(float(a.max()), 1),
     }
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to stderr for a while (C-level prints included).
+
+    stdout carries the JSON report; libfranka and pybullet print to it from C.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -28,7 +28,7 @@ import mujoco
 import numpy as np
 
 from safebot.deploy.profiles import ControllerProfile
-from safebot.deploy.protocol import FloatArray
+from safebot.deploy.state import FloatArray
 from safebot.envelope import Envelope, Limit
 from safebot.envs.physics import ArmPhysics, ee_velocity_map
 from safebot.shield import ArmKinematics

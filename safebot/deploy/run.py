@@ -1,14 +1,14 @@
-"""``safebot deploy BUNDLE --controller PROFILE``: a bundle's shielded policy against a controller stub.
+"""``safebot deploy BUNDLE --robot fr3|panda|ur5e``: a bundle's shielded policy through the vendor's client.
 
 Two rates, two processes, as on a real arm (the 1 kHz callback never runs the network):
 
-* **The control loop** (the client, :func:`~safebot.deploy.client.run_loop`, at the
-  controller's rate) calls :class:`BundlePolicy` each cycle. It returns the joint
-  velocity command currently held, rate-limited by the client; on a policy tick
-  (every 1/25 s for Reach, on the controller's clock) it sends the stub's ``q``,
-  ``dq``, ``ee_pos`` to the policy worker, and it swaps in the worker's answer in
-  the first cycle after it arrives. A held command older than
-  :data:`STALE_PERIODS` policy periods is replaced by a stop.
+* **The control loop** (the vendor client, :func:`safebot.deploy.franka.client.run_loop`
+  or :func:`safebot.deploy.ur.client.run_loop`, at the controller's rate) calls
+  :class:`BundlePolicy` each cycle. It returns the joint velocity command currently
+  held, rate-limited by the client; on a policy tick (every 1/25 s for Reach, on the
+  controller's clock) it sends the stub's ``q``, ``dq``, ``ee_pos`` to the policy
+  worker, and it swaps in the worker's answer in the first cycle after it arrives. A
+  held command older than :data:`STALE_PERIODS` policy periods is replaced by a stop.
 * **The policy worker** (:class:`PolicyWorker`, a spawned process; SCHED_FIFO below
   the loop's priority under ``--realtime``) runs :class:`ShieldedPolicy`: the
   stub's ``q``, ``dq`` go into a MuJoCo model of the arm (the bundle's own copy of
@@ -54,15 +54,11 @@ another arm with a one-line error saying to retrain with a Cartesian observation
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import multiprocessing as mp
-import os
 import signal
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -75,15 +71,21 @@ import torch
 from safebot import kernels
 from safebot.config import SpecError
 from safebot.deploy.bundle import Bundle, BundleError, load_bundle
-from safebot.deploy.client import DeployReport, run_loop
 from safebot.deploy.profiles import ControllerProfile, load_profile
-from safebot.deploy.protocol import FloatArray, RobotState
+from safebot.deploy.report import DeployReport, stdout_to_stderr
 from safebot.deploy.retarget import RetargetedArm, RetargetError, retarget_envelope
+from safebot.deploy.robots import (
+    CLIENT_INTERFACES,
+    ROBOT_CLIENTS,
+    ROBOT_PROFILES,
+    DeployError,
+    robot_profile,
+)
 from safebot.deploy.rt import enter_realtime
+from safebot.deploy.state import FloatArray, RobotState
 from safebot.envelope import Envelope, Limit
 from safebot.envs import make_task_env
 from safebot.envs.physics import arm_observation
-from safebot.resources import resolve
 from safebot.shield import ROW_KINDS, FilterResult, MujocoArmView, SafetyFilter
 
 #: a per-axis end-effector bound ``s`` allows speeds up to ``sqrt(3) s`` (the box's corner)
@@ -92,10 +94,6 @@ EE_AXIS_TO_NORM = float(np.sqrt(3.0))
 STALE_PERIODS = 2.0
 #: SCHED_FIFO priority of the policy worker under ``realtime``: below the loop's and the stub's
 WORKER_PRIORITY = 30
-
-
-class DeployError(ValueError):
-    """The bundle cannot run on this controller, or a deploy option is invalid; one line."""
 
 
 # ----------------------------------------------------------------------------- limits
@@ -751,20 +749,6 @@ class BundlePolicy:
 # ----------------------------------------------------------------------------- deploy
 
 
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Send file descriptor 1 to stderr for a while (C-level prints included)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 @dataclass
 class DeployResult:
     """The client's report plus what the bundle glue adds (``deploy``)."""
@@ -783,19 +767,11 @@ class DeployResult:
         return json.dumps(self.to_dict(), indent=indent)
 
 
-#: ``--robot`` -> shipped controller profile
-ROBOT_PROFILES: dict[str, str] = {"fr3": "franka_fr3", "panda": "franka_panda", "ur5e": "ur5e"}
-#: which client drives each robot: "franka" = pylibfranka (safebot.deploy.franka), "ur" =
-#: ur_rtde (safebot.deploy.ur), "home" = the home-made loopback protocol (safebot.deploy.client).
-#: Once safebot.deploy.ur is merged, "ur5e": "ur" switches the UR5e to ur_rtde.
-ROBOT_CLIENTS: dict[str, str] = {"fr3": "franka", "panda": "franka", "ur5e": "ur"}
-
-
 def deploy(
     bundle: str | Path,
-    controller: str | Path | None = None,
+    robot: str,
     *,
-    robot: str | None = None,
+    controller: str | Path | None = None,
     host: str | None = None,
     seconds: float = 10.0,
     goal: FloatArray | None = None,
@@ -805,14 +781,13 @@ def deploy(
     """Run a bundle on a robot, or on the matching stub when ``host`` is ``None``.
 
     ``robot`` (``fr3`` / ``panda`` / ``ur5e``) picks the vendor client
-    (:data:`ROBOT_CLIENTS`; Franka: pylibfranka at 1 kHz) and the shipped profile
-    (``controller`` may name another profile file for it). Without ``robot``, the
-    ``controller`` profile runs on the home-made loopback protocol, as before.
+    (:data:`ROBOT_CLIENTS`: pylibfranka at 1 kHz, ur_rtde ``speedJ`` at 500 Hz) and the
+    shipped profile; ``controller`` may name another profile file for the same robot.
 
     Args:
         bundle: bundle directory (verified on load).
-        controller: profile path or shipped name (optional with ``robot``).
         robot: ``fr3``, ``panda`` or ``ur5e``.
+        controller: a profile path or shipped name overriding the robot's (same arm).
         host: the robot's address; ``None`` starts a stub on loopback (another process).
         seconds: how long the policy runs before the client's stop ramp.
         goal: reach goal (m); default: the task's first goal.
@@ -825,63 +800,25 @@ def deploy(
         DeployError: the bundle cannot run on this robot, a bad option, a host that does
             not answer or speaks another protocol version (one line each).
     """
-    from safebot.deploy.export import versions
-
     if not (np.isfinite(seconds) and seconds > 0):
         raise DeployError(f"--seconds must be positive, got {seconds}")
-    if robot is not None and robot not in ROBOT_PROFILES:
-        raise DeployError(f"--robot must be one of {', '.join(ROBOT_PROFILES)}, got {robot!r}")
-    if robot is None and controller is None:
-        raise DeployError("give --robot (fr3, panda, ur5e) or --controller PROFILE")
-    client = "home" if robot is None else ROBOT_CLIENTS[robot]
-    if host is not None and client == "home":
-        raise DeployError(
-            f"--host needs a vendor client; {robot or controller} runs on the loopback stub only"
-        )
-    name = controller if controller is not None else ROBOT_PROFILES[str(robot)]
+    profile, path = robot_profile(robot, controller)
+    client = ROBOT_CLIENTS[robot]
     b = load_bundle(bundle)
-    profile = load_profile(name)
     check_compatible(b, profile)  # before anything starts
-    if client == "franka" and profile.interface != "joint_velocity":
-        raise DeployError(
-            f"--robot {robot} needs a joint_velocity profile, {profile.name} is {profile.interface!r}"
-        )
-    if host is not None and client == "franka":
-        from safebot.deploy.franka.client import probe_host
-
-        why = probe_host(host, 3.0)
-        if why is not None:
-            raise DeployError(why)
-    path = resolve("controllers", name)
+    if host is not None:
+        _probe(client, host)
     with stdout_to_stderr():  # pybullet prints a banner on import; stdout carries the report
         from safebot.deploy.stubs.plant import Box
-    stub_stats: dict[str, object] | None = None
     with PolicyWorker(b.root, path, goal=goal, realtime=realtime) as worker:
         policy = BundlePolicy(worker, control_hz=b.shield.control_hz, dof=profile.dof)
         boxes = [Box.parse(",".join(map(str, x))) for x in worker.info["keepout_boxes"]]
         boxes = boxes if obstacles else []
-        if client == "home":
-            with stdout_to_stderr():
-                from safebot.deploy.stubs.server import StubProcess
-            with StubProcess(str(path), obstacles=boxes, realtime=realtime) as stub:
-                report = _no_gc(
-                    lambda: run_loop(
-                        profile,
-                        policy,
-                        seconds,
-                        port=stub.port,
-                        success_fn=policy.success,
-                        realtime=realtime,
-                    )
-                )
-                stub_stats = stub.terminate()
-        else:
-            report, stub_stats = _vendor_run(
-                client, str(robot), profile, policy, seconds, host, boxes, realtime
-            )
+        report, stub_stats = _vendor_run(
+            client, robot, profile, policy, seconds, host, boxes, realtime
+        )
     if report.exit_reason == "connect_failed":
         raise DeployError(report.message)
-    runtime = versions()
     extra = {
         "bundle": {"path": str(b.root), "hash": b.digest},
         "robot": robot,
@@ -889,13 +826,39 @@ def deploy(
         **policy.summary(),
         "stub_obstacles": [[*x.center, *x.half_extents] for x in boxes] if host is None else [],
         "stub": stub_stats,
-        "versions": {
-            "bundle": b.versions,
-            "runtime": runtime,
-            "differ": sorted(k for k, v in runtime.items() if b.versions.get(k) not in (None, v)),
-        },
+        "versions": _versions(b),
     }
     return DeployResult(report, extra)
+
+
+def _probe(client: str, host: str) -> None:
+    """A host that does not answer is a one-line :class:`DeployError` before anything starts."""
+    if client == "franka":
+        from safebot.deploy.franka.client import probe_host
+
+        why = probe_host(host, 3.0)
+    else:
+        from safebot.deploy.ur import rtde
+
+        try:
+            rtde.probe(host, timeout_s=3.0)
+            why = None
+        except rtde.ProbeError as err:
+            why = str(err)
+    if why is not None:
+        raise DeployError(why)
+
+
+def _versions(b: Bundle) -> dict[str, Any]:
+    """The bundle's recorded versions, this runtime's, and which of them differ."""
+    from safebot.deploy.export import versions
+
+    runtime = versions()
+    return {
+        "bundle": b.versions,
+        "runtime": runtime,
+        "differ": sorted(k for k, v in runtime.items() if b.versions.get(k) not in (None, v)),
+    }
 
 
 def _no_gc(fn: Any) -> DeployReport:
@@ -924,7 +887,7 @@ def _vendor_run(
     if client == "franka":
         from safebot.deploy.franka.client import run_loop as vendor_loop
     else:  # "ur": the ur_rtde side (safebot.deploy.ur)
-        from safebot.deploy.ur.client import run_loop as vendor_loop  # type: ignore[import-not-found,no-redef,unused-ignore]
+        from safebot.deploy.ur.client import run_loop as vendor_loop  # type: ignore[no-redef]
 
     def go(target: str) -> DeployReport:
         with stdout_to_stderr():  # libfranka logs to stdout; stdout carries the report
@@ -950,10 +913,7 @@ def _vendor_run(
         except FrankaStubError as err:
             raise DeployError(str(err)) from None
     else:
-        from safebot.deploy.ur.stub import (  # type: ignore[import-not-found,unused-ignore]
-            StubError,
-            StubProcess,
-        )
+        from safebot.deploy.ur.stub import StubError, StubProcess
 
         try:
             stub = StubProcess(profile.name, obstacles=boxes, realtime=realtime)
@@ -966,6 +926,7 @@ def _vendor_run(
 
 
 __all__ = [
+    "CLIENT_INTERFACES",
     "EE_AXIS_TO_NORM",
     "ROBOT_CLIENTS",
     "ROBOT_PROFILES",
@@ -983,4 +944,5 @@ __all__ = [
     "intersect_joint_limits",
     "parse_goal",
     "retarget_envelope",
+    "robot_profile",
 ]

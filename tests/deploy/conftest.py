@@ -1,36 +1,16 @@
-"""Fixtures for the deploy tests: stub processes that are always terminated, tiny Reach bundles."""
+"""Fixtures for the deploy tests: tiny Reach bundles (stub fixtures: franka/ and ur/ conftests)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 from safebot.deploy.bundle import Bundle
 from safebot.deploy.export import export_run
-from safebot.deploy.stubs.server import StubProcess
 from safebot.spec import TaskSpec, load_task
 from safebot.train import RunOptions
 from safebot.train import train as run_train
-
-
-@pytest.fixture
-def spawn_stub() -> Iterator[Callable[..., StubProcess]]:
-    """``spawn_stub(profile, **kw)`` starts a stub process; all are ended after the test."""
-    started: list[StubProcess] = []
-
-    def spawn(profile: str, **kw: Any) -> StubProcess:
-        # SCHED_FIFO where permitted: on a loaded 2-core machine the stub's own
-        # overruns are otherwise the main source of timing noise (docs/deploy.md)
-        kw.setdefault("realtime", True)
-        stub = StubProcess(profile, **kw)
-        started.append(stub)
-        return stub
-
-    yield spawn
-    for stub in started:
-        stub.terminate()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from safebot.deploy.profiles import ControllerProfile, load_profile
-from safebot.deploy.protocol import Command, CommandFlag, RobotMode, mask_to_flags
+from safebot.deploy.state import Command, CommandFlag, RobotMode, mask_to_flags
 from safebot.deploy.stubs.controller import ControllerCore, PlantState
 
 ACC_DISC = "joint_motion_generator_acceleration_discontinuity"

@@ -241,7 +241,7 @@ def test_cli_export(tiny_run: Callable[[str], Path], tmp_path: Path) -> None:
     [
         (["export", "/nonexistent/run", "--out", "{tmp}/b"], "not a safebot run directory"),
         (
-            ["deploy", "/nonexistent/bundle", "--controller", "franka_fr3"],
+            ["deploy", "/nonexistent/bundle", "--robot", "fr3"],
             "bundle /nonexistent/bundle not found",
         ),
     ],
@@ -256,7 +256,7 @@ def test_cli_user_errors_are_one_line_exit_2(args: list[str], needle: str, tmp_p
 
 def test_cli_deploy_rejects_a_tampered_bundle(bundle: Path) -> None:
     _flip_byte(bundle / "policy.pt")
-    result = runner.invoke(app, ["deploy", str(bundle), "--controller", "franka_fr3"])
+    result = runner.invoke(app, ["deploy", str(bundle), "--robot", "fr3"])
     assert result.exit_code == 2
     assert "policy.pt" in result.output and len(result.output.strip().splitlines()) == 1
     shutil.rmtree(bundle)

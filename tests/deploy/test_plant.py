@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from safebot.deploy.profiles import load_profile
-from safebot.deploy.protocol import Command, CommandFlag, RobotMode, mask_to_flags
 from safebot.deploy.ratelimit import RateLimiter
+from safebot.deploy.state import Command, CommandFlag, RobotMode, mask_to_flags
 from safebot.deploy.stubs.controller import ControllerCore
 from safebot.deploy.stubs.plant import Box, PybulletPlant
 

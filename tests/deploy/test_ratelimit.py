@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from safebot.deploy.profiles import load_profile
-from safebot.deploy.protocol import Command, CommandFlag, RobotMode
 from safebot.deploy.ratelimit import LIMIT_EPS, NonFiniteCommand, RateLimiter, limit_rate
+from safebot.deploy.state import Command, CommandFlag, RobotMode
 from safebot.deploy.stubs.controller import ControllerCore
 
 

@@ -76,7 +76,7 @@ def test_full_observation_bundle_is_refused_with_the_reason(reach_bundle: MakeBu
     assert 'observation = "cartesian"' in msg and "franka_fr3" in msg
     with pytest.raises(DeployError, match="observation = 'full'"):
         deploy(full.root, "ur5e", seconds=1.0)  # refused before a process starts
-    result = runner.invoke(app, ["deploy", str(full.root), "--controller", "ur5e"])
+    result = runner.invoke(app, ["deploy", str(full.root), "--robot", "ur5e"])
     assert result.exit_code == 2, result.output
     assert "cartesian" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -227,26 +227,28 @@ def test_shielded_commands_stay_within_the_slow_urs_limits(bundle: Bundle) -> No
 
 
 @pytest.mark.slow
-def test_short_deploy_on_the_ur_stub_is_clean(bundle: Bundle, tmp_path: Path) -> None:
+def test_deploy_ur5e_retargeted_end_to_end_5s_zero_faults(bundle: Bundle, tmp_path: Path) -> None:
+    """The Cartesian bundle on the UR5e through ur_rtde (speedJ, 500 Hz) against the UR stub."""
     report = tmp_path / "ur.json"
     result = runner.invoke(
         app,
         [
-            "deploy", str(bundle.root), "--controller", "ur5e", "--seconds", "2.5",
+            "deploy", str(bundle.root), "--robot", "ur5e", "--seconds", "5",
             "--realtime", "--json", str(report),
         ],
     )  # fmt: skip
     d = json.loads(report.read_text())
     assert result.exit_code == 0, d["message"]
     assert d["exit_reason"] == "completed" and d["faults"] == []
-    assert d["cycles"] > 500  # 500 Hz
+    assert d["client"].startswith("ur_rtde") and d["cycles"] > 1250  # 2500 at 500 Hz
     for kind in ("velocity", "acceleration"):
         value, limit = d["max_commanded"][kind]
         assert limit is not None and value <= limit + 1e-9
     dep = d["deploy"]
     assert dep["retargeted"] is True and dep["observation"] == "cartesian"
     assert dep["kinematics_max_error_m"] < 1e-6  # MuJoCo's UR and the PyBullet plant agree
-    assert dep["policy"]["ticks"] >= 40
+    assert dep["robot"] == "ur5e" and dep["host"] is None
+    assert dep["policy"]["ticks"] >= 80  # 125 at 25 Hz
     assert dep["shield"]["status"].get("ok", 0) == dep["policy"]["ticks"]
     assert dep["stub_obstacles"] == [[0.5, 0.0, 0.15, 0.05, 0.15, 0.15]]
     assert max(dep["shield"]["joint_velocity_bound"]) <= np.pi + 1e-9

@@ -1,7 +1,7 @@
 """The Franka deploy loop through pylibfranka (libfranka's own client, protocol version 10).
 
-:func:`run_loop` has the contract of :func:`safebot.deploy.client.run_loop`: a
-``policy(state) -> qd`` on :class:`~safebot.deploy.protocol.RobotState`, a
+:func:`run_loop` has the contract of :func:`safebot.deploy.ur.client.run_loop`: a
+``policy(state) -> qd`` on :class:`~safebot.deploy.state.RobotState`, a
 :class:`~safebot.deploy.report.DeployReport` back. Each 1 kHz cycle:
 ``ActiveControl.readOnce()`` -> the state as a ``RobotState`` -> ``policy`` ->
 optional ``safety_filter`` -> rate limiting -> ``writeOnce(JointVelocities)``.
@@ -30,13 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from safebot.deploy.client import FaultInjection, MaxTracker, Policy, SafetyFilter, SuccessFn
 from safebot.deploy.franka.protocol import COMMAND_PORT, ERRORS
+from safebot.deploy.loop import FaultInjection, MaxTracker, Policy, SafetyFilter, SuccessFn
 from safebot.deploy.profiles import ControllerProfile, coerce_profile
-from safebot.deploy.protocol import FLAG_BITS, FloatArray, RobotMode, RobotState
 from safebot.deploy.ratelimit import NonFiniteCommand, RateLimiter
 from safebot.deploy.report import DeployReport, ExitReason, percentiles
 from safebot.deploy.rt import enter_realtime
+from safebot.deploy.state import FLAG_BITS, FloatArray, RobotMode, RobotState
 
 __all__ = ["run_loop", "state_from_franka"]
 

@@ -55,9 +55,9 @@ import numpy as np
 
 from safebot.deploy.franka import protocol as fp
 from safebot.deploy.profiles import ControllerProfile, coerce_profile
-from safebot.deploy.protocol import Command as CoreCommand
-from safebot.deploy.protocol import CommandFlag, RobotMode, mask_to_flags
 from safebot.deploy.rt import enter_realtime
+from safebot.deploy.state import Command as CoreCommand
+from safebot.deploy.state import CommandFlag, RobotMode, mask_to_flags
 from safebot.deploy.stubs.controller import ControllerCore, PlantState
 from safebot.deploy.stubs.plant import Box, PybulletPlant
 

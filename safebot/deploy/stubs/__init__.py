@@ -1,7 +1,9 @@
-"""Controller stubs: a separate process per stub, loopback UDP, a PyBullet plant.
+"""What both vendor stubs share: the controller's checks and a PyBullet plant (no I/O).
 
-* :mod:`.controller`: :class:`ControllerCore`, the checks / faults / modes (no I/O).
+* :mod:`.controller`: :class:`ControllerCore`, the checks / faults / modes.
 * :mod:`.plant`: :class:`PybulletPlant`, the arm in a private PyBullet world.
-* :mod:`.server`: the real-time loop, ``python -m safebot.deploy.stubs.server``,
-  and :class:`StubProcess` to spawn one from Python.
+
+The stubs themselves speak the vendors' protocols: :mod:`safebot.deploy.franka.stub`
+(libfranka, protocol version 10) and :mod:`safebot.deploy.ur.stub` (RTDE, dashboard,
+script port).
 """

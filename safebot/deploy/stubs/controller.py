@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from safebot.deploy.profiles import ControllerProfile
-from safebot.deploy.protocol import FLAG_BITS, Command, CommandFlag, RobotMode
+from safebot.deploy.state import FLAG_BITS, Command, CommandFlag, RobotMode
 
 FloatArray = NDArray[np.float64]
 

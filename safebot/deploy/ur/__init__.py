@@ -5,5 +5,5 @@
   29999, script port 30003, ur_rtde's register handshake) over the PyBullet plant;
 * :mod:`safebot.deploy.ur.client`: ``run_loop`` through ur_rtde ``speedJ`` at 500 Hz.
 
-See ``docs/deploy_ur.md``.
+See ``docs/deploy.md`` (*UR: ur_rtde and RTDE*).
 """

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from safebot.deploy.profiles import load_profile
-from safebot.deploy.protocol import RobotState
+from safebot.deploy.state import RobotState
 from safebot.deploy.ur.client import run_loop
 from safebot.deploy.ur.stub import StubProcess
 

@@ -1,9 +1,9 @@
 """The UR deploy client: a policy through ur_rtde 1.6.5 ``speedJ`` at the controller's rate.
 
-Same contract as :func:`safebot.deploy.client.run_loop`: ``policy(state) -> qd``
-with :class:`~safebot.deploy.protocol.RobotState` built from the RTDE receive
+Same contract as :func:`safebot.deploy.franka.client.run_loop`: ``policy(state) -> qd``
+with :class:`~safebot.deploy.state.RobotState` built from the RTDE receive
 data, the optional shield hook, the profile's rate limiting, and a
-:class:`~safebot.deploy.client.DeployReport` with the same fields and exit codes.
+:class:`~safebot.deploy.report.DeployReport` with the same fields and exit codes.
 
 Each cycle (``initPeriod`` ... ``waitPeriod`` at 500 Hz): read the newest RTDE
 state -> fault checks -> ``policy`` -> ``safety_filter`` -> rate limiting to the
@@ -36,36 +36,32 @@ one in the report message, so the user sees one line.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from safebot.deploy.client import (
-    DeployReport,
-    ExitReason,
+from safebot.deploy.loop import (
+    STOP_TOLERANCE,
     FaultInjection,
     MaxTracker,
-    percentiles,
+    Policy,
+    SafetyFilter,
+    SuccessFn,
 )
 from safebot.deploy.profiles import ControllerProfile, coerce_profile
-from safebot.deploy.protocol import RobotMode, RobotState, flags_to_mask
 from safebot.deploy.ratelimit import FloatArray, NonFiniteCommand, RateLimiter
+from safebot.deploy.report import DeployReport, ExitReason, percentiles
 from safebot.deploy.rt import enter_realtime
+from safebot.deploy.state import RobotMode, RobotState, flags_to_mask
 from safebot.deploy.ur import rtde
 
 __all__ = ["DeployReport", "run_loop"]
 
-Policy = Callable[[RobotState], FloatArray]
-SafetyFilter = Callable[[RobotState, FloatArray], FloatArray]
-SuccessFn = Callable[[RobotState], bool]
-
-#: velocity (rad/s) below which a ramped-down command counts as stopped
-STOP_TOLERANCE = 1e-3
 #: speedStop deceleration (rad/s²) once the ramp has reached ~0
 STOP_DECELERATION = 2.0
 #: UR refuses "unlock protective stop" until 5 s after the stop; recover waits this long
@@ -199,6 +195,7 @@ class _Run:
         self.inject = inject
         self.rate_limit = rate_limit
         self.report = DeployReport(profile.name, profile.rate_hz, seconds, "completed", "")
+        self.report.client = f"ur_rtde {importlib.metadata.version('ur_rtde')}"
         self.s: _Session | None = None
         self.compute_us: list[float] = []
         self.sent_ns: list[int] = []
@@ -591,6 +588,7 @@ class _Run:
             r.response_us = percentiles(_response_us(self.sent_ns, self.sent_stamp))
         r.max_commanded = self.tracker.best
         r.missed_deadlines = self.lost
+        r.lost_run_max = self.longest_lost
         r.states_skipped = self.duplicates
         if self.last is not None:
             r.final_mode = self.last.mode.name
@@ -662,7 +660,7 @@ def run_loop(
             (percentiles of the ``speedJ`` call alone).
 
     Returns:
-        The :class:`~safebot.deploy.client.DeployReport`. For UR, ``missed_deadlines``
+        The :class:`~safebot.deploy.report.DeployReport`. For UR, ``missed_deadlines``
         counts controller states (RTDE ``timestamp``) the loop never answered;
         ``states_skipped`` stays 0 (the loop waits for a new state each cycle, so none
         is answered twice); ``stub_overruns`` is 0 (RTDE does not report them; the

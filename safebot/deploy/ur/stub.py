@@ -59,8 +59,8 @@ import numpy as np
 import pybullet as pb
 
 from safebot.deploy.profiles import ControllerProfile, coerce_profile
-from safebot.deploy.protocol import FLAG_BITS, Command, CommandFlag, RobotMode
 from safebot.deploy.rt import enter_realtime
+from safebot.deploy.state import FLAG_BITS, Command, CommandFlag, RobotMode
 from safebot.deploy.stubs.controller import ControllerCore, PlantState
 from safebot.deploy.stubs.plant import Box, PybulletPlant
 from safebot.deploy.ur import rtde

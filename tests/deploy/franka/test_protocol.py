@@ -9,7 +9,7 @@ import pytest
 
 from safebot.deploy.franka import protocol as fp
 from safebot.deploy.profiles import load_profile
-from safebot.deploy.protocol import FRANKA_FLAGS
+from safebot.deploy.state import FRANKA_FLAGS
 
 
 def test_struct_sizes_match_libfranka() -> None:

@@ -17,7 +17,7 @@ def ur_stub() -> Iterator[Callable[..., StubProcess]]:
 
     def spawn(**kw: Any) -> StubProcess:
         # SCHED_FIFO where permitted: the stub's own overruns are otherwise the
-        # main timing noise on a loaded machine (docs/deploy_ur.md)
+        # main timing noise on a loaded machine (docs/deploy.md, Performance)
         kw.setdefault("realtime", True)
         stub = StubProcess(**kw)
         started.append(stub)

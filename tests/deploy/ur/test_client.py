@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from safebot.deploy.profiles import load_profile
-from safebot.deploy.protocol import RobotState
+from safebot.deploy.state import RobotState
 from safebot.deploy.ur.client import run_loop
 
 pytest.importorskip("rtde_control")
@@ -52,6 +52,7 @@ def test_two_second_speedj_loop_completes(ur_stub) -> None:
     assert v == pytest.approx(0.5) and lim == pytest.approx(V_MAX[5])
     # states come from RTDE: the plant's joints, advancing controller cycles
     assert seen[0].q.shape == (6,) and seen[-1].seq > seen[0].seq
+    assert report.lost_run_max == stats["longest_lost_run"] < 20
     assert seen[-1].q[5] > seen[0].q[5] + 0.3
     assert report.final_mode in ("IDLE", "MOVE")
     assert tasks() == n_tasks  # ur_rtde's threads are gone
@@ -235,3 +236,65 @@ def test_response_latency_survives_controller_clock_drift() -> None:
     sent = [int((t + 0.0005 + (0.07 if i > 500 else 0.0)) * 1e9) for i, t in enumerate(stamps)]
     lat = np.asarray(_response_us(sent, stamps))
     assert lat.min() >= 0.0 and lat.max() < 10.0  # µs: the jump is not latency
+
+
+# ------------------------------------------------------- ported from the home-made protocol's tests
+
+
+def test_joint_reach_succeeds(ur_stub) -> None:
+    from safebot.deploy.policies import JointReach
+
+    stub = ur_stub()
+    target = np.asarray(PROFILE.plant.home) + np.array([0.15, -0.1, 0.1, 0.0, 0.1, 0.2])
+    policy = JointReach(PROFILE, target, gain=4.0)
+    report = run_loop(
+        PROFILE, policy, 1.2, host=stub.host, success_fn=policy.success, realtime=True
+    )
+    assert report.ok, report.message
+    assert report.success is True
+    assert report.max_commanded["velocity"][0] <= V_MAX[0]
+
+
+def test_protective_stop_needs_acknowledgement(ur_stub) -> None:
+    import rtde_receive
+
+    stub = ur_stub(extra_args=["--unlock-delay", "0.3"])
+    step = np.array([3.3, 0, 0, 0, 0, 0.0])  # > the UR5e's 3.14 rad/s on the base
+    naive = run_loop(PROFILE, lambda s: step, 0.3, host=stub.host, rate_limit=False)
+    assert naive.exit_reason == "fault", naive.message
+    assert set(naive.faults) == {"joint_velocity_violation", "protective_stop"}
+    r = rtde_receive.RTDEReceiveInterface(stub.host)
+    try:
+        assert r.isProtectiveStopped()
+        before = np.asarray(r.getActualQ())
+        # a client that does not acknowledge is refused before it commands anything
+        again = run_loop(PROFILE, lambda s: wrist(0.3), 0.3, host=stub.host)
+        assert again.exit_reason == "fault" and again.cycles == 0, again.message
+        assert "before the run" in again.message
+        assert r.isProtectiveStopped()
+        assert np.abs(np.asarray(r.getActualQ()) - before).max() < 1e-3
+        assert not np.any(r.getTargetQd())
+    finally:
+        r.disconnect()
+    # acknowledged (unlock protective stop over the dashboard), it moves again
+    ok = run_loop(PROFILE, lambda s: wrist(0.3), 0.3, host=stub.host, recover=True)
+    assert ok.ok, ok.message
+
+
+def test_lost_commands_trip_the_watchdog(ur_stub) -> None:
+    from safebot.deploy.loop import FaultInjection
+
+    stub = ur_stub()
+    t0 = time.monotonic()
+    report = run_loop(
+        PROFILE,
+        lambda s: wrist(0.3),
+        5.0,
+        host=stub.host,
+        realtime=True,
+        inject=FaultInjection(drop_sends=(50, 10**6)),
+    )
+    assert report.exit_reason == "fault" and report.faults == ["watchdog_timeout"], report.message
+    assert report.final_mode == "STOPPED"
+    assert time.monotonic() - t0 < 4.0  # 50 cycles + the 0.1 s watchdog, not the 5 s run
+    assert_one_line(report)
