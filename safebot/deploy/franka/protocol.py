@@ -25,6 +25,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from safebot.deploy.state import FRANKA_FLAGS
+
 #: research_interface::robot::kVersion of the libfranka release pylibfranka 0.21.3 bundles
 VERSION = 10
 #: research_interface::robot::kCommandPort
@@ -132,43 +134,7 @@ COLLISION_REQUEST = struct.Struct("<28d24d")
 #: index of each error flag in RobotState.errors / reflex_reason (bool[41]):
 #: research_interface::robot::Error order, which is also libfranka's Errors order
 ERRORS: tuple[str, ...] = (
-    "joint_position_limits_violation",
-    "cartesian_position_limits_violation",
-    "self_collision_avoidance_violation",
-    "joint_velocity_violation",
-    "cartesian_velocity_violation",
-    "force_control_safety_violation",
-    "joint_reflex",
-    "cartesian_reflex",
-    "max_goal_pose_deviation_violation",
-    "max_path_pose_deviation_violation",
-    "cartesian_velocity_profile_safety_violation",
-    "joint_position_motion_generator_start_pose_invalid",
-    "joint_motion_generator_position_limits_violation",
-    "joint_motion_generator_velocity_limits_violation",
-    "joint_motion_generator_velocity_discontinuity",
-    "joint_motion_generator_acceleration_discontinuity",
-    "cartesian_position_motion_generator_start_pose_invalid",
-    "cartesian_motion_generator_elbow_limit_violation",
-    "cartesian_motion_generator_velocity_limits_violation",
-    "cartesian_motion_generator_velocity_discontinuity",
-    "cartesian_motion_generator_acceleration_discontinuity",
-    "cartesian_motion_generator_elbow_sign_inconsistent",
-    "cartesian_motion_generator_start_elbow_invalid",
-    "force_controller_desired_force_tolerance_violation",
-    "start_elbow_sign_inconsistent",
-    "communication_constraints_violation",
-    "power_limit_violation",
-    "cartesian_motion_generator_joint_position_limits_violation",
-    "cartesian_motion_generator_joint_velocity_limits_violation",
-    "cartesian_motion_generator_joint_velocity_discontinuity",
-    "cartesian_motion_generator_joint_acceleration_discontinuity",
-    "cartesian_position_motion_generator_invalid_frame",
-    "controller_torque_discontinuity",
-    "joint_p2p_insufficient_torque_for_planning",
-    "tau_j_range_violation",
-    "instability_detected",
-    "joint_move_in_wrong_direction",
+    *FRANKA_FLAGS,  # 0-36: the state module's names, in libfranka's order
     "cartesian_spline_motion_generator_violation",
     "joint_via_motion_generator_planning_joint_limit_violation",
     "base_acceleration_initialization_timeout",

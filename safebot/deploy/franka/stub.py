@@ -49,7 +49,6 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 
@@ -60,6 +59,7 @@ from safebot.deploy.state import Command as CoreCommand
 from safebot.deploy.state import CommandFlag, RobotMode, mask_to_flags
 from safebot.deploy.stubs.controller import ControllerCore, PlantState
 from safebot.deploy.stubs.plant import Box, PybulletPlant
+from safebot.deploy.stubs.process import StubChild
 
 READY_PREFIX = "SAFEBOT-FRANKA-STUB READY"
 STATS_PREFIX = "SAFEBOT-FRANKA-STUB STATS"
@@ -622,7 +622,7 @@ class FrankaStubError(RuntimeError):
     """A stub process did not start (its one-line reason is the message)."""
 
 
-class FrankaStubProcess:
+class FrankaStubProcess(StubChild):
     """A Franka stub in its own process; a context manager that always ends it.
 
     pylibfranka's connect holds the GIL inside C++, so the server must never be a thread
@@ -632,6 +632,8 @@ class FrankaStubProcess:
         >>> with FrankaStubProcess("fr3", host="127.0.0.2") as stub:
         ...     report = run_loop("franka_fr3", policy, 2.0, host=stub.host)
     """
+
+    stats_prefix = STATS_PREFIX
 
     def __init__(
         self,
@@ -683,54 +685,6 @@ class FrankaStubProcess:
         self.terminate()
         why = lines[-1].removeprefix("error: ") if lines else "no READY line"
         raise FrankaStubError(f"the {self.robot} stub on {self.host} did not start: {why}")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stderr_text(self) -> str:
-        if self._stderr.closed:
-            return ""
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL, as when the controller dies (no stats line)."""
-        if self.alive():
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def terminate(self, timeout_s: float = 5.0) -> dict[str, object] | None:
-        """SIGTERM (SIGKILL after ``timeout_s``); the stub's stats when it printed them."""
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc.stdout is not None and not self.proc.stdout.closed:
-            for line in self.proc.stdout.read().splitlines():
-                if line.startswith(STATS_PREFIX):
-                    self.stats = json.loads(line[len(STATS_PREFIX) :])
-            self.proc.stdout.close()
-        if not self._stderr.closed:
-            self._stderr.close()
-        return self.stats
-
-    def __enter__(self) -> FrankaStubProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.terminate()
 
 
 def spawn_on_free_loopback(

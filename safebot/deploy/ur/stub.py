@@ -52,7 +52,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -63,6 +62,7 @@ from safebot.deploy.rt import enter_realtime
 from safebot.deploy.state import FLAG_BITS, Command, CommandFlag, RobotMode
 from safebot.deploy.stubs.controller import ControllerCore, PlantState
 from safebot.deploy.stubs.plant import Box, PybulletPlant
+from safebot.deploy.stubs.process import StubChild
 from safebot.deploy.ur import rtde
 
 READY_PREFIX = "SAFEBOT-UR-STUB READY"
@@ -864,7 +864,7 @@ def free_loopback_host(rng: random.Random | None = None) -> str:
     return f"127.{r.randrange(64, 250)}.{r.randrange(1, 250)}.{r.randrange(2, 250)}"
 
 
-class StubProcess:
+class StubProcess(StubChild):
     """A UR stub in its own process on a free loopback address; a context manager that ends it.
 
     Example:
@@ -873,6 +873,8 @@ class StubProcess:
 
     ``host=None`` picks a random 127.x.y.z and retries on a taken one (exit code 2).
     """
+
+    stats_prefix = STATS_PREFIX
 
     def __init__(
         self,
@@ -936,58 +938,10 @@ class StubProcess:
         self.proc.wait(timeout=10)
         return False
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stderr_text(self) -> str:
-        if self._stderr.closed:
-            return ""
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")
-
     def signal(self, sig: int) -> None:
         """Send ``sig`` (SIGUSR1: protective stop, SIGUSR2: emergency stop)."""
         if self.alive():
             self.proc.send_signal(sig)
-
-    def kill(self) -> None:
-        """SIGKILL, as when the controller dies (no stats line)."""
-        if self.alive():
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def terminate(self, timeout_s: float = 5.0) -> dict[str, object] | None:
-        """SIGTERM (SIGKILL after ``timeout_s``); returns the stub's stats when it printed them."""
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc.stdout is not None and not self.proc.stdout.closed:
-            for line in self.proc.stdout.read().splitlines():
-                if line.startswith(STATS_PREFIX):
-                    self.stats = json.loads(line[len(STATS_PREFIX) :])
-            self.proc.stdout.close()
-        if not self._stderr.closed:
-            self._stderr.close()
-        return self.stats
-
-    def __enter__(self) -> StubProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.terminate()
 
 
 def _child_env() -> dict[str, str]:
