@@ -30,13 +30,15 @@ from safebot.envs import ArmTaskEnv, ReachEnv
 from safebot.schedulers import Scheduler, make_scheduler
 from safebot.scripted import reach_policy
 from safebot.shield import Shield
-from safebot.spec import load_task
+from safebot.spec import UncertaintySection, load_task
 from safebot.train import evaluate
 
 # the perturbation: obstacle centre shift (m) and new half-size while it lasts
 SHIFT = np.array([-0.02, 0.0, 0.0])
 GROW = np.array([0.0, 0.02, 0.02])
-SAFE_SPEED_FRACTION = 0.8  # the controller caps its speed at this fraction of the safe speed
+# m/s: the controller's own speed cap (a controller choice, not a cost: issue 12 removed the
+# speed cost; 0.48 m/s is the 0.8 x 0.6 m/s the experiment was measured with)
+CONTROLLER_SPEED = 0.48
 
 
 class StaleMapReach(ReachEnv):
@@ -56,10 +58,10 @@ class StaleMapReach(ReachEnv):
 
 
 def capped_policy(env: Shield) -> Callable[[Any], np.ndarray]:
-    """The scripted Reach controller (planning with the env's map), capped below the safe speed."""
+    """The scripted Reach controller (planning with the env's map), capped at ``CONTROLLER_SPEED``."""
     inner = env.unwrapped
     assert isinstance(inner, ArmTaskEnv)
-    v_max = SAFE_SPEED_FRACTION * inner.task.cost.safe_ee_speed
+    v_max = CONTROLLER_SPEED
 
     def act(_: Any) -> np.ndarray:
         a = reach_policy(env)
@@ -89,7 +91,8 @@ def run(
     scheduler: Scheduler | None = None,
 ) -> list[dict[str, Any]]:
     """Run the experiment; one row per evaluation (width before and after, cost, success, perturbed)."""
-    spec = load_task("reach")
+    # the experiment's only map error is its own, stale, one: no per-episode perception error
+    spec = load_task("reach").model_copy(update={"uncertainty": UncertaintySection()})
     env = Shield(StaleMapReach(spec), observe_width=False)
     sched = (
         scheduler if scheduler is not None else make_scheduler(spec.scheduler, env.envelope.kinds)
