@@ -30,7 +30,7 @@ from safebot.envs import ArmTaskEnv, ReachEnv
 from safebot.schedulers import Scheduler, make_scheduler
 from safebot.scripted import reach_policy
 from safebot.shield import Shield
-from safebot.spec import UncertaintySection, load_task
+from safebot.spec import TaskSpec, UncertaintySection, load_task
 from safebot.train import evaluate
 
 # the perturbation: obstacle centre shift (m) and new half-size while it lasts
@@ -48,6 +48,10 @@ class StaleMapReach(ReachEnv):
     plans with :meth:`keepout_boxes`) knowing; costs still come from physics.
     """
 
+    # goals with room for the hand beside the box, as the experiment was measured: the
+    # only harm it should see is the one its moved obstacle causes
+    goal_clearance = 0.05
+
     def keepout_boxes(self) -> list[tuple[np.ndarray, np.ndarray]]:
         frozen: list[tuple[np.ndarray, np.ndarray]] | None = getattr(self, "_frozen_map", None)
         if frozen is None:
@@ -55,6 +59,17 @@ class StaleMapReach(ReachEnv):
             if frozen and np.any(frozen[0][0]):  # after the first kinematics pass
                 self._frozen_map = frozen
         return [(c.copy(), h.copy()) for c, h in frozen]
+
+
+def experiment_spec() -> TaskSpec:
+    """``tasks/reach.toml`` as the experiment was measured: its only map error is its own,
+    stale, one (no per-episode ``[uncertainty]``), and a 2 cm keep-out cap, the size of the
+    obstacle's shift."""
+    spec = load_task("reach")
+    ko = spec.limits.keepout
+    assert ko is not None
+    limits = spec.limits.model_copy(update={"keepout": ko.model_copy(update={"cap": 0.02})})
+    return spec.model_copy(update={"uncertainty": UncertaintySection(), "limits": limits})
 
 
 def capped_policy(env: Shield) -> Callable[[Any], np.ndarray]:
@@ -91,8 +106,7 @@ def run(
     scheduler: Scheduler | None = None,
 ) -> list[dict[str, Any]]:
     """Run the experiment; one row per evaluation (width before and after, cost, success, perturbed)."""
-    # the experiment's only map error is its own, stale, one: no per-episode perception error
-    spec = load_task("reach").model_copy(update={"uncertainty": UncertaintySection()})
+    spec = experiment_spec()
     env = Shield(StaleMapReach(spec), observe_width=False)
     sched = (
         scheduler if scheduler is not None else make_scheduler(spec.scheduler, env.envelope.kinds)

@@ -55,13 +55,17 @@ class ReachEnv(ArmTaskEnv):
     keeps the hand's clearance stops within the success distance.
     """
 
+    goal_clearance: float = GOAL_CLEARANCE
+    """m added to the keep-out start margin when sampling goals (a subclass may keep them
+    farther from the box, as the reversibility experiment does)."""
+
     def _sample_goal(self, rng: np.random.Generator) -> F64:
         g = self.task.goal
         lo, hi = np.asarray(g.low), np.asarray(g.high)
         # the hand (a ~5 cm sphere around site_hand) must fit beside the box too, at the widest margin
         margin = (
             self.task.limits.keepout.start if self.task.limits.keepout else 0.0
-        ) + GOAL_CLEARANCE
+        ) + self.goal_clearance
         boxes = self.keepout_boxes()
         for _ in range(1000):
             goal = rng.uniform(lo, hi)
