@@ -123,7 +123,8 @@ def gauge_panel(frame: np.ndarray, shield: Shield, info: dict[str, Any]) -> np.n
     width = shield.envelope.mean_width()
     _bar(d, 16, 12, f"width {width:.2f}", width, width, 1.0)
     if isinstance(inner, ArmTaskEnv) and bounds.ee_speed is not None:
-        speed = float(np.linalg.norm(inner.physics.ee_vel()))
+        # the measured speed (info["speed/ee"]): shown against its bound, never a cost
+        speed = float(info.get("speed/ee", np.linalg.norm(inner.physics.ee_vel())))
         cap = float(np.max(shield.envelope.limits["ee_speed"].cap)) * 1.24
         _bar(
             d,
@@ -140,7 +141,7 @@ def gauge_panel(frame: np.ndarray, shield: Shield, info: dict[str, Any]) -> np.n
     fb = (
         bounds.contact_force
         if bounds.contact_force is not None
-        else inner.task.cost.safe_contact_force
+        else inner.task.cost.arm_table_force
         if isinstance(inner, ArmTaskEnv)
         else 1.0
     )

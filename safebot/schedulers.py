@@ -13,11 +13,11 @@ Four schedulers ship:
 * :class:`Linear`: a time-based curriculum on training steps, blind to how the
   agent is doing.
 * :class:`Competence`: widens after sustained held-out competence, tightens
-  within one evaluation of a cost or failure spike, with hysteresis, a cooldown
+  within one evaluation of a harm or failure spike, with hysteresis, a cooldown
   and a return to the last width that was shown to be safe. Optionally one width
   per limit kind. The state machine is described in ``docs/competence.md``.
 * :class:`SafetyBudgetPI`: the Simmer-style PI controller on the width toward a
-  target cost rate (Gopalakrishnan et al. 2021; OmniSafe's ``SimmerPIDAgent``),
+  target harm per episode (Gopalakrishnan et al. 2021; OmniSafe's ``SimmerPIDAgent``),
   the closed-loop baseline to compare against.
 
 Every width a scheduler returns is clamped to ``[0, 1]`` (and a NaN becomes 0,
@@ -26,7 +26,7 @@ the envelope clamps again (docs/design.md, rule 3).
 
 Example:
     >>> sched = make_scheduler({"kind": "competence", "patience": 2}, limits=["ee_speed"])
-    >>> good = EvalStats(step=1000, episodes=10, success_rate=0.9, cost_rate=0.0)
+    >>> good = EvalStats(step=1000, episodes=10, success_rate=0.9, cost_rate=0.0, harm_per_episode=0.0)
     >>> sched.update(good), sched.update(good)
     (0.0, 0.1)
 """
@@ -88,8 +88,11 @@ class EvalStats:
             with no episodes carries no evidence: schedulers hold.
         success_rate: UnitFloat of evaluation episodes that reached the goal, in
             ``[0, 1]``.
-        cost_rate: Mean physics cost per step over the evaluation episodes, in
-            ``[0, 1]`` (the ``info["cost"]`` damage signal, not the commanded one).
+        cost_rate: Harm per step over the evaluation episodes, in ``[0, 1]`` (the
+            ``info["cost"]`` harm signal); logged, not read by the shipped schedulers.
+        harm_per_episode: Mean harm per evaluation episode (``info["cost"]`` summed over
+            the episode: steps with a harm event, docs/tasks.md), ``>= 0``: what the
+            competence and PI thresholds read.
         failure_rate: UnitFloat of evaluation episodes that failed (were not
             successful), in ``[0, 1]``. ``None`` (the default) means
             ``1 - success_rate``; pass it explicitly when failure is defined
@@ -105,13 +108,14 @@ class EvalStats:
             left); logged, not used by the shipped schedulers.
 
     Non-finite values are read as their worst case by the schedulers (a NaN
-    cost is a spike, a NaN success rate is a failure), never as a pass.
+    harm is a spike, a NaN success rate is a failure), never as a pass.
     """
 
     step: int
     episodes: int
     success_rate: float
     cost_rate: float
+    harm_per_episode: float
     failure_rate: float | None = None
     intervention_rate: float = 0.0
     mean_correction: float = 0.0
@@ -125,7 +129,7 @@ class _Metrics:
     """EvalStats with non-finite values replaced by their worst case and rates in [0, 1]."""
 
     success: float
-    cost: float
+    harm: float
     failure: float
     intervention: float
 
@@ -136,12 +140,19 @@ def _rate(x: float | None, worst: float) -> float:
     return min(max(float(x), 0.0), 1.0)
 
 
+def _harm(x: float | None) -> float:
+    # harm per episode is unbounded above; NaN (no measurement) reads as the worst case
+    if x is None or math.isnan(x):
+        return math.inf
+    return max(float(x), 0.0)
+
+
 def _metrics(stats: EvalStats) -> _Metrics:
     success = _rate(stats.success_rate, worst=0.0)
     failure = 1.0 - success if stats.failure_rate is None else _rate(stats.failure_rate, 1.0)
     return _Metrics(
         success=success,
-        cost=_rate(stats.cost_rate, worst=1.0),
+        harm=_harm(stats.harm_per_episode),
         failure=failure,
         intervention=_rate(stats.intervention_rate, worst=1.0),
     )
@@ -243,7 +254,7 @@ class Scheduler(abc.ABC):
     def history(self) -> list[tuple[int, Width, str]]:
         """The last :data:`HISTORY_LEN` decisions as ``(step, width, reason)``, oldest first.
 
-        ``reason`` is a short string: ``"widen"``, ``"tighten: cost spike"``,
+        ``reason`` is a short string: ``"widen"``, ``"tighten: harm spike"``,
         ``"hold: cooldown"``, ...
         """
         return [(s, _copy(w), r) for s, w, r in self._history]
@@ -299,12 +310,36 @@ class Scheduler(abc.ABC):
 
 UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
 StepSize = Annotated[float, Field(gt=0.0, le=1.0)]
+_HARM_MAX = 1e6
+Harm = Annotated[float, Field(ge=0.0, le=_HARM_MAX)]
+"""Harm events per episode (``EvalStats.harm_per_episode``): not a fraction."""
+
+
+_RENAMED = {
+    "max_cost_rate": "max_harm",
+    "spike_cost_rate": "spike_harm",
+    "target_cost_rate": "target_harm",
+}
 
 
 class _SchedulerConfigBase(Frozen):
     # Widths and thresholds are fractions: NaN or inf in a config is a typo.
     # Attribute docstrings become field descriptions (JSON schema, --help).
     model_config = ConfigDict(allow_inf_nan=False, use_attribute_docstrings=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, v: Any) -> Any:
+        # the thresholds read harm per episode since issue 12: say so rather than
+        # "extra inputs are not permitted"
+        if isinstance(v, Mapping):
+            for old, new in _RENAMED.items():
+                if old in v:
+                    raise ValueError(
+                        f"{old} was replaced by {new} (harm events per held-out episode, "
+                        "not cost per step; docs/competence.md)"
+                    )
+        return v
 
 
 class StaticConfig(_SchedulerConfigBase):
@@ -331,9 +366,9 @@ class CompetenceConfig(_SchedulerConfigBase):
     """Settings of :class:`Competence`; see ``docs/competence.md``.
 
     An evaluation *passes* when it had episodes, ``success_rate >=
-    success_threshold``, ``cost_rate <= max_cost_rate`` and, where set,
+    success_threshold``, ``harm_per_episode <= max_harm`` and, where set,
     ``intervention_rate <= max_intervention_rate`` and every controlled margin
-    ``>= min_margin``. It *spikes* when ``cost_rate >= spike_cost_rate``, or,
+    ``>= min_margin``. It *spikes* when ``harm_per_episode >= spike_harm``, or,
     once some evaluation has passed, ``failure_rate >= spike_failure_rate``.
     Between the two it holds: that band is the hysteresis.
     """
@@ -351,11 +386,12 @@ class CompetenceConfig(_SchedulerConfigBase):
     evaluation is not competence."""
     success_threshold: UnitFloat = 0.8
     """Minimum held-out success rate for an evaluation to pass."""
-    max_cost_rate: UnitFloat = 0.02
-    """Maximum cost per step for an evaluation to pass: above it the width never widens."""
-    spike_cost_rate: UnitFloat = 0.05
-    """Cost per step at or above which the width tightens at once. Must exceed
-    ``max_cost_rate``: the gap is the hysteresis band where it only holds."""
+    max_harm: Harm = 0.2
+    """Maximum harm per held-out episode for an evaluation to pass: above it the width
+    never widens."""
+    spike_harm: Harm = 0.5
+    """Harm per episode at or above which the width tightens at once. Must exceed
+    ``max_harm``: the gap is the hysteresis band where it only holds."""
     spike_failure_rate: UnitFloat = 0.5
     """Failure rate at or above which the width tightens at once, but only after
     some evaluation has passed (early in training every episode fails and
@@ -386,10 +422,10 @@ class CompetenceConfig(_SchedulerConfigBase):
 
     @model_validator(mode="after")
     def _bands(self) -> CompetenceConfig:
-        if self.spike_cost_rate <= self.max_cost_rate:
+        if self.spike_harm <= self.max_harm:
             raise ValueError(
-                f"spike_cost_rate ({self.spike_cost_rate}) must be greater than "
-                f"max_cost_rate ({self.max_cost_rate}): without a gap a cost hovering "
+                f"spike_harm ({self.spike_harm}) must be greater than "
+                f"max_harm ({self.max_harm}): without a gap a harm hovering "
                 "at one threshold would widen and tighten in turn"
             )
         if self.spike_failure_rate <= 1.0 - self.success_threshold:
@@ -404,17 +440,17 @@ class CompetenceConfig(_SchedulerConfigBase):
 class PIConfig(_SchedulerConfigBase):
     """Settings of :class:`SafetyBudgetPI`.
 
-    The defaults are stable for any plant whose cost rate grows by less than
-    about 0.6 per unit of width (the linearised loop ``x' = (1 - a) x - b sum(x)``
+    The defaults are stable for any plant whose harm per episode grows by less than
+    about 6 per unit of width (the linearised loop ``x' = (1 - a) x - b sum(x)``
     with ``a = g kp``, ``b = g ki`` needs ``0 < a < 2`` and ``0 < b < 4 - 2a``).
     """
 
     kind: Literal["pi"] = "pi"
-    target_cost_rate: UnitFloat = 0.01
-    """The cost per step the controller steers toward."""
-    kp: Annotated[float, Field(ge=0.0, le=1000.0)] = 3.0
-    """Proportional gain: width change per unit of cost-rate error."""
-    ki: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.3
+    target_harm: Harm = 0.1
+    """The harm per held-out episode the controller steers toward."""
+    kp: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.3
+    """Proportional gain: width change per unit of harm-per-episode error."""
+    ki: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.03
     """Integral gain on the running sum of errors (one term per evaluation)."""
     start_width: UnitFloat = 0.0
     """Width before the first evaluation."""
@@ -558,7 +594,7 @@ class Competence(Scheduler):
 
     Each :meth:`update` does exactly one of:
 
-    1. **tighten** (``"tighten: cost spike"`` / ``"tighten: failure spike"``):
+    1. **tighten** (``"tighten: harm spike"`` / ``"tighten: failure spike"``):
        the evaluation spiked. Go back to the last width at which an evaluation
        passed, or, when that is not lower (or unknown), tighten by
        ``tighten_step`` and forget the discredited last-safe width. Reset the
@@ -594,9 +630,9 @@ class Competence(Scheduler):
 
     Example:
         >>> sched = Competence(CompetenceConfig(patience=1))
-        >>> sched.update(EvalStats(step=1, episodes=5, success_rate=1.0, cost_rate=0.0))
+        >>> sched.update(EvalStats(step=1, episodes=5, success_rate=1.0, cost_rate=0.0, harm_per_episode=0.0))
         0.1
-        >>> sched.update(EvalStats(step=2, episodes=5, success_rate=1.0, cost_rate=0.3))
+        >>> sched.update(EvalStats(step=2, episodes=5, success_rate=1.0, cost_rate=0.3, harm_per_episode=3.0))
         0.0
     """
 
@@ -628,8 +664,8 @@ class Competence(Scheduler):
         m = _metrics(stats)
 
         # Tighten first: a spike wins over everything, cooldown included.
-        if m.cost >= cfg.spike_cost_rate:
-            return self._tighten(stats.step, "tighten: cost spike")
+        if m.harm >= cfg.spike_harm:
+            return self._tighten(stats.step, "tighten: harm spike")
         if self._ever_passed and m.failure >= cfg.spike_failure_rate:
             return self._tighten(stats.step, "tighten: failure spike")
 
@@ -659,8 +695,8 @@ class Competence(Scheduler):
         cfg = self.config
         if m.success < cfg.success_threshold:
             return "success"
-        if m.cost > cfg.max_cost_rate:
-            return "cost"
+        if m.harm > cfg.max_harm:
+            return "harm"
         if cfg.max_intervention_rate is not None and m.intervention > cfg.max_intervention_rate:
             return "interventions"
         # Per-limit mode checks margins when choosing what to widen, not here:
@@ -770,20 +806,20 @@ def _any_lower(a: Width, b: Width) -> bool:
 
 
 class SafetyBudgetPI(Scheduler):
-    """Simmer-style PI controller on the width toward a target cost rate.
+    """Simmer-style PI controller on the width toward a target harm per episode.
 
     Simmer (Gopalakrishnan et al. 2021) anneals a safety budget with a PI
     controller; OmniSafe's ``SimmerPIDAgent`` moves the budget by
     ``kp * error + ki * sum(errors)`` each update. Here the controlled quantity
-    is the width and the measurement the held-out cost rate::
+    is the width and the measurement the held-out harm per episode::
 
-        error     = target_cost_rate - cost_rate
+        error     = target_harm - harm_per_episode
         integral += error            (skipped while pinned at 0 or 1 in that direction)
         integral  = clip(integral, -max_step / ki, max_step / ki)   # anti-windup
         width    += clip(kp * error + ki * integral, -max_step, max_step)
 
     It has no notion of success or patience: it is the closed-loop baseline
-    that only watches cost. Evaluations without episodes hold.
+    that only watches harm. Evaluations without episodes hold.
 
     Args:
         config: The settings; defaults to ``PIConfig()``.
@@ -803,7 +839,8 @@ class SafetyBudgetPI(Scheduler):
             return self._commit(stats.step, self._width, "hold: no episodes")
         width = self._width
         assert not isinstance(width, dict)  # scalar by construction
-        error = cfg.target_cost_rate - _rate(stats.cost_rate, worst=1.0)
+        # an unmeasured (NaN) harm tightens as hard as one step allows
+        error = cfg.target_harm - min(_harm(stats.harm_per_episode), _HARM_MAX)
         # Conditional integration: integrating while the output is pinned at a
         # bound would only wind up an integral that later delays the reaction.
         pinned = (width >= 1.0 and error > 0.0) or (width <= 0.0 and error < 0.0)
@@ -816,7 +853,7 @@ class SafetyBudgetPI(Scheduler):
         if new > width + _EPS:
             reason = "widen"
         elif new < width - _EPS:
-            reason = "tighten: cost above target"
+            reason = "tighten: harm above target"
         else:
             reason = "hold"
         return self._commit(stats.step, new, reason)

@@ -22,6 +22,7 @@ Command line (prints the markdown table of ``docs/tasks.md``)::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,10 +45,19 @@ Policy = Callable[[gym.Env[Any, Any]], np.ndarray]
 REACH_GAIN = 6.0  # 1/s: saturates beyond ~0.17 m at the 1 m/s cap
 # m kept around a keep-out box by the planned path (hand and wrist are bulky)
 REACH_CLEARANCE = 0.06
+# m kept between a believed box and the end effector at the goal: the hand is ~20 cm across
+# its fingers, far more than the keep-out spheres of its sites, so a goal beside a box is
+# approached only to here (within the 5 cm success distance of goals 8 cm off the map's box)
+REACH_GOAL_CLEARANCE = 0.12
+REACH_CARE_TIME = 0.05  # s: the clearance grows by this much travel at the current speed
 
 # --- Push
 BLOCK_HALF = 0.025  # m, half the cube's edge (scene_push.xml)
-PUSH_HEIGHT = 0.03  # ee height while pushing: fingertips at the block's centre height
+# ee height over the table while pushing: fingertips 3.4 cm up, 1.6 cm below the block's top
+PUSH_HEIGHT = 0.042
+PUSH_NAIVE_LOW = 0.05  # the naive pusher pushes from any height below the block's top
+PUSH_DOWN_MAX = 0.03  # m/s: the careful pusher's fastest correction down (not onto the block)
+PUSH_TOUCH_SPEED = 0.08  # m/s: the careful pusher's speed as the fingers meet the block
 PUSH_SAFE_HEIGHT = 0.09  # ee height that clears the block (fingertips 3.4 cm above its top)
 PUSH_STANDOFF = 0.065  # m behind the block centre where a push starts
 PUSH_CONTACT = BLOCK_HALF + 0.012  # ee-to-centre distance when the fingers touch the rear face
@@ -62,7 +72,11 @@ PUSH_LATERAL_GAIN = 8.0  # 1/s: steer back onto the block-goal line while pushin
 PUSH_DONE = 0.015  # m: block this close to the goal -> stop
 
 # --- Press
-PRESS_HOVER = 0.03  # m above the contact height where the guarded descent starts
+# m above the believed contact height where the guarded descent reaches its slow speed:
+# more than 3 sigma of the plate's height error (tasks/press.toml [uncertainty])
+PRESS_HOVER = 0.035
+PRESS_NAIVE_HOVER = 0.02  # m: both controllers travel to the target this high over the plate
+PRESS_NAIVE_SPEED = 2.0  # m/s asked for by the naive descent (saturates at any envelope)
 PRESS_GAIN = 6.0  # 1/s: transit toward the hover point
 PRESS_APPROACH_SPEED = 0.03  # m/s: speed at touch-down (impact force grows with it)
 PRESS_XY_TOL = 0.01  # m: descend only when this close to the target in xy
@@ -139,12 +153,37 @@ def reach_waypoint(
     return np.asarray(goal, dtype=np.float64)
 
 
+def _outside(p: F64, boxes: Sequence[tuple[F64, F64]], clearance: float) -> F64:
+    """``p`` moved out of every box grown by ``clearance``, through its nearest face."""
+    p = np.asarray(p, dtype=np.float64).copy()
+    for centre, half in boxes:
+        d = p - centre
+        gap = np.abs(d) - (half + clearance)
+        if np.all(gap < 0.0):
+            i = int(np.argmax(gap))
+            p[i] = centre[i] + np.copysign(half[i] + clearance, d[i])
+    return p
+
+
 def reach_policy(env: gym.Env[Any, Any]) -> np.ndarray:
-    """Reach: proportional end-effector velocity toward the goal, over the keep-out box."""
+    """Careful Reach: proportional end-effector velocity toward the goal, over the keep-out
+    box with a clearance that grows with its speed (``REACH_CLEARANCE`` + ``REACH_CARE_TIME``
+    seconds of travel)."""
     base = task_env(env)
     ee = base.physics.ee_pos()
-    target = reach_waypoint(ee, base.goal, base.keepout_boxes())
+    speed = float(np.linalg.norm(base.physics.ee_vel()))
+    clearance = REACH_CLEARANCE + REACH_CARE_TIME * speed
+    boxes = base.keepout_boxes()
+    goal = _outside(base.goal, boxes, REACH_GOAL_CLEARANCE)
+    target = reach_waypoint(ee, goal, boxes, clearance)
     return ee_velocity_action(base, REACH_GAIN * (target - ee))
+
+
+def naive_reach_policy(env: gym.Env[Any, Any]) -> np.ndarray:
+    """Naive Reach: straight at the goal at full speed; the obstacle is the shield's business."""
+    base = task_env(env)
+    ee = base.physics.ee_pos()
+    return ee_velocity_action(base, REACH_GAIN * (base.goal - ee))
 
 
 # --------------------------------------------------------------------------- Push
@@ -156,12 +195,15 @@ def _body_pos(env: ArmTaskEnv, name: str) -> F64:
 
 
 def push_policy(env: gym.Env[Any, Any]) -> np.ndarray:
-    """Push: get behind the block, come down to its centre height, push it along the line to the goal.
+    """Careful Push: get behind the block, come down to ``PUSH_HEIGHT`` over the table
+    *where the block it sees stands* (not where the map says the table is), touch the
+    block slowly, push it along the line to the goal.
 
     Decided afresh each step from the block, the goal and the end effector, so a
     block that drifts off the line is re-approached:
 
     * pushing: the fingers are behind the block on the block-goal line and low;
+      close the gap at ``PUSH_TOUCH_SPEED`` (an impact on the block is harm), then
       move along the line (speed falling with the distance to go, so the block
       does not slide past the goal) and steer back onto it laterally;
     * behind the block but off the line or high: go straight to the start point
@@ -169,11 +211,32 @@ def push_policy(env: gym.Env[Any, Any]) -> np.ndarray:
     * beside or in front of the block: rise to ``PUSH_SAFE_HEIGHT``, then pass
       over the block to above the start point.
     """
+    return _push(
+        env, height=None, low_max=None, touch_speed=PUSH_TOUCH_SPEED, down_max=PUSH_DOWN_MAX
+    )
+
+
+def naive_push_policy(env: gym.Env[Any, Any]) -> np.ndarray:
+    """Naive Push: the careful pusher's plan, but pushing as low as the shield lets it (it
+    aims at the believed table top) and hitting the block at whatever speed it has."""
+    return _push(env, height=0.0, low_max=PUSH_NAIVE_LOW, touch_speed=math.inf, down_max=math.inf)
+
+
+def _push(
+    env: gym.Env[Any, Any],
+    height: float | None,
+    low_max: float | None,
+    touch_speed: float,
+    down_max: float,
+) -> np.ndarray:
     base = task_env(env)
     if not isinstance(base, PushEnv):
-        raise TypeError(f"push_policy needs the push task, got {type(base).__name__}")
+        raise TypeError(f"push controllers need the push task, got {type(base).__name__}")
     ee = base.physics.ee_pos()
     block = _body_pos(base, "block")
+    if height is None:
+        # the block it sees stands on the true table: push from its height, not the map's
+        height = block[2] + PUSH_HEIGHT - BLOCK_HALF
     goal = base.goal
     to_goal = goal[:2] - block[:2]
     dist = float(np.linalg.norm(to_goal))
@@ -189,19 +252,24 @@ def push_policy(env: gym.Env[Any, Any]) -> np.ndarray:
     # contact the tapered fingers ride up a little (pushing sideways to them), which is
     # tolerated up to PUSH_RIDE and countered by pressing down.
     touching = along > -PUSH_CONTACT - 0.01
-    low = ee[2] < PUSH_HEIGHT + (PUSH_RIDE if touching else PUSH_START_TOL)
+    if low_max is None:
+        low = ee[2] < height + (PUSH_RIDE if touching else PUSH_START_TOL)
+    else:
+        low = ee[2] < low_max
     if (
         low
         and -PUSH_STANDOFF - 0.03 < along < -PUSH_CONTACT + 0.01
         and abs(lateral) < PUSH_ALIGN_TOL
     ):
         speed = PUSH_SPEED_GAIN * dist + PUSH_MIN_SPEED
+        if along < -PUSH_CONTACT - 0.002:  # not touching yet
+            speed = min(speed, touch_speed)
         v_xy = speed * u - PUSH_LATERAL_GAIN * lateral * n
-        v_z = PUSH_DOWN_GAIN * (PUSH_HEIGHT - ee[2])
+        v_z = max(PUSH_DOWN_GAIN * (height - ee[2]), -down_max)
         return ee_velocity_action(base, np.array([v_xy[0], v_xy[1], v_z]))
     # half-diagonal of the cube plus the fingers: behind this the way to the start is clear
     if along < -(BLOCK_HALF * math.sqrt(2.0) + 0.015):
-        target = np.array([start[0], start[1], PUSH_HEIGHT])
+        target = np.array([start[0], start[1], height])
     elif ee[2] < PUSH_SAFE_HEIGHT - 0.01 and float(np.linalg.norm(rel)) < PUSH_STANDOFF + 0.03:
         target = np.array([ee[0], ee[1], PUSH_SAFE_HEIGHT + 0.01])
     else:
@@ -213,21 +281,34 @@ def push_policy(env: gym.Env[Any, Any]) -> np.ndarray:
 
 
 def press_policy(env: gym.Env[Any, Any]) -> np.ndarray:
-    """Press: above the target, guarded descent onto the plate, then regulate the force.
+    """Careful Press: above the target, guarded descent onto the plate, then regulate the force.
 
-    In contact the vertical velocity is a feed-forward for the band centre plus a
-    force-feedback P term: the arm's velocity servos press with a force roughly
-    proportional to the commanded speed into the plate (``PRESS_FORCE_PER_SPEED``),
-    so the force settles near the band centre and the target is then held.
+    The descent slows to ``PRESS_APPROACH_SPEED`` ``PRESS_HOVER`` above where it believes
+    the plate is (3 sigma of the height error and more), so the plate is touched slowly
+    wherever it really is. In contact the vertical velocity is a feed-forward for the
+    band centre plus a force-feedback P term: the arm's velocity servos press with a
+    force roughly proportional to the commanded speed into the plate
+    (``PRESS_FORCE_PER_SPEED``), so the force settles near the band centre and the
+    target is then held.
     """
+    return _press(env, hover=PRESS_HOVER, approach_speed=PRESS_APPROACH_SPEED)
+
+
+def naive_press_policy(env: gym.Env[Any, Any]) -> np.ndarray:
+    """Naive Press: straight down at full speed to where it believes the plate is (the
+    shield's contact-force limit is left to stop it), then the careful force regulation."""
+    return _press(env, hover=0.0, approach_speed=math.inf)
+
+
+def _press(env: gym.Env[Any, Any], hover: float, approach_speed: float) -> np.ndarray:
     base = task_env(env)
     if not isinstance(base, PressEnv):
-        raise TypeError(f"press_policy needs the press task, got {type(base).__name__}")
+        raise TypeError(f"press controllers need the press task, got {type(base).__name__}")
     g = base.task.goal
     ee = base.physics.ee_pos()
     target_xy = base.goal[:2]
     xy_err = target_xy - ee[:2]
-    touch_z = base.plate_top() + FINGERTIP_DEPTH
+    touch_z = base.believed_plate_top() + FINGERTIP_DEPTH
     force = base.plate_force()
     if force > 0.0:
         f_ref = 0.5 * (g.force_low + g.force_high)
@@ -235,70 +316,99 @@ def press_policy(env: gym.Env[Any, Any]) -> np.ndarray:
         v_xy = PRESS_GAIN * xy_err
         return ee_velocity_action(base, np.array([v_xy[0], v_xy[1], v_z]))
     if float(np.linalg.norm(xy_err)) > PRESS_XY_TOL:
-        hover = np.array([target_xy[0], target_xy[1], touch_z + PRESS_HOVER])
-        return ee_velocity_action(base, PRESS_GAIN * (hover - ee))
-    # guarded descent: proportional, never slower than the touch-down speed
-    v_z = -max(PRESS_GAIN * (ee[2] - touch_z), PRESS_APPROACH_SPEED)
+        above = np.array([target_xy[0], target_xy[1], touch_z + max(hover, PRESS_NAIVE_HOVER)])
+        return ee_velocity_action(base, PRESS_GAIN * (above - ee))
+    # guarded descent: proportional to the height over the slow-down point, then constant
+    if math.isinf(approach_speed):
+        # trusts the map: full speed down to where it believes the plate is, then slow
+        below = ee[2] < touch_z
+        v_z = -PRESS_APPROACH_SPEED if below else -PRESS_NAIVE_SPEED
+    else:
+        v_z = -max(PRESS_GAIN * (ee[2] - touch_z - hover), approach_speed)
     v_xy = PRESS_GAIN * xy_err
     return ee_velocity_action(base, np.array([v_xy[0], v_xy[1], v_z]))
 
 
 POLICIES: dict[str, Policy] = {"reach": reach_policy, "push": push_policy, "press": press_policy}
-"""Scripted controller per task kind (``[task] kind``)."""
+"""Careful scripted controller per task kind (``[task] kind``): the demonstrations' teacher."""
+
+NAIVE_POLICIES: dict[str, Policy] = {
+    "reach": naive_reach_policy,
+    "push": naive_push_policy,
+    "press": naive_press_policy,
+}
+"""Naive controller per task kind: straight at the target at full speed, safety left to the
+shield (what a policy trained inside the shield tends to learn)."""
+
+CONTROLLERS = {"careful": POLICIES, "naive": NAIVE_POLICIES}
 
 
 # --------------------------------------------------------------------------- evaluation
 
 
 def evaluate_scripted(
-    task: str | Path | TaskSpec, width: float, episodes: int = 20, seed: int = 0
+    task: str | Path | TaskSpec,
+    width: float,
+    episodes: int = 20,
+    seed: int = 0,
+    controller: str = "careful",
 ) -> dict[str, float]:
-    """Run the task's scripted controller inside :class:`~safebot.shield.Shield` at ``width``.
+    """Run a scripted controller of the task inside :class:`~safebot.shield.Shield` at ``width``.
 
-    Episodes use seeds ``seed, seed + 1, ...`` and always run to the episode
-    length, as the training's held-out evaluation does: success is
-    ``info["is_success"]`` at the last step, the cost rate is the physics cost
-    per step over all steps.
+    Episodes use seeds ``seed, seed + 1, ...`` (each draws its own perception error,
+    ``[uncertainty]``) and always run to the episode length, as the training's held-out
+    evaluation does: success is ``info["is_success"]`` at the last step; harm is
+    ``info["cost"]`` summed over the episode (steps with harm).
 
     Args:
         task: a shipped task name (``"reach"``, ``"reach_joint"``, ...), a TOML path or a spec.
         width: envelope width in [0, 1] (0 = start bounds, 1 = hard caps).
         episodes: number of episodes.
         seed: seed of the first episode.
+        controller: ``"careful"`` (:data:`POLICIES`) or ``"naive"`` (:data:`NAIVE_POLICIES`).
 
     Returns:
-        ``success_rate``, ``cost_rate``, ``mean_steps_to_success`` (first step at
-        which ``is_success`` held, over the successful episodes; NaN if none),
-        ``intervention_rate``, and ``cost/<term>`` (rate per step of each cost term).
+        ``success_rate``, ``harm_per_episode`` (mean harm steps per episode),
+        ``harm_episodes`` (fraction of episodes with any harm), ``cost_rate`` (harm per
+        step), ``mean_steps_to_success`` (first step at which ``is_success`` held, over the
+        successful episodes; NaN if none), ``intervention_rate``, ``mean_speed`` (m/s) and
+        ``cost/<term>`` (harm steps per episode of each term).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if controller not in CONTROLLERS:
+        raise ValueError(f"controller must be one of {sorted(CONTROLLERS)}, got {controller!r}")
     base = make_env(task)
-    policy = POLICIES[base.task.task.kind]
+    policy = CONTROLLERS[controller][base.task.task.kind]
     env = Shield(base)
     env.set_width(width)
     successes = 0
     first_success: list[int] = []
     steps = 0
     cost = 0.0
+    harmed = 0
     interventions = 0
+    speed = 0.0
     terms = dict.fromkeys(COST_TERMS, 0.0)
     try:
         for ep in range(episodes):
             env.reset(seed=seed + ep)
-            done, t, first = False, 0, -1
+            done, t, first, ep_cost = False, 0, -1, 0.0
             info: dict[str, Any] = {}
             while not done:
                 _, _, terminated, truncated, info = env.step(policy(env))
                 t += 1
                 done = terminated or truncated
-                cost += float(info["cost"])
+                ep_cost += float(info["cost"])
                 interventions += bool(info["shield/intervened"])
+                speed += float(info["speed/ee"])
                 for k in COST_TERMS:
                     terms[k] += float(info[f"cost/{k}"])
                 if first < 0 and info["is_success"]:
                     first = t
             steps += t
+            cost += ep_cost
+            harmed += ep_cost > 0
             if info["is_success"]:
                 successes += 1
                 first_success.append(first)
@@ -306,31 +416,44 @@ def evaluate_scripted(
         env.close()
     out = {
         "success_rate": successes / episodes,
+        "harm_per_episode": cost / episodes,
+        "harm_episodes": harmed / episodes,
         "cost_rate": cost / steps,
         "mean_steps_to_success": float(np.mean(first_success)) if first_success else math.nan,
         "intervention_rate": interventions / steps,
+        "mean_speed": speed / steps,
     }
-    out.update({f"cost/{k}": v / steps for k, v in terms.items()})
+    out.update({f"cost/{k}": v / episodes for k, v in terms.items()})
     return out
 
 
-def markdown_table(task: str, widths: Sequence[float], episodes: int, seed: int) -> str:
-    """The width sweep as a markdown table (the one in ``docs/tasks.md``)."""
+def sweep(
+    task: str | Path | TaskSpec, widths: Sequence[float], episodes: int, seed: int
+) -> dict[str, list[dict[str, float]]]:
+    """Both controllers at every width: ``{"naive": [row per width], "careful": [...]}``."""
+    return {
+        c: [{"width": float(w), **evaluate_scripted(task, w, episodes, seed, c)} for w in widths]
+        for c in ("naive", "careful")
+    }
+
+
+def markdown_table(rows: Sequence[dict[str, float]]) -> str:
+    """One controller's width sweep as a markdown table (the ones in ``docs/tasks.md``)."""
     head = (
-        "| width | success | cost rate | steps to success | "
-        + " | ".join(f"cost/{k}" for k in COST_TERMS)
-        + " | shield intervened |"
+        "| width | success | harm / episode | episodes with harm | steps to success | "
+        + " | ".join(f"{k}" for k in COST_TERMS)
+        + " | mean speed (m/s) | shield intervened |"
     )
-    lines = [head, "|" + " --- |" * (5 + len(COST_TERMS))]
-    for w in widths:
-        r = evaluate_scripted(task, w, episodes, seed)
+    lines = [head, "|" + " --- |" * (7 + len(COST_TERMS))]
+    for r in rows:
         steps = r["mean_steps_to_success"]
         lines.append(
-            f"| {w:g} | {r['success_rate']:.0%} | {r['cost_rate']:.3f} | "
+            f"| {r['width']:g} | {r['success_rate']:.0%} | {r['harm_per_episode']:.2f} | "
+            f"{r['harm_episodes']:.0%} | "
             + ("–" if math.isnan(steps) else f"{steps:.1f}")
             + " | "
-            + " | ".join(f"{r[f'cost/{k}']:.3f}" for k in COST_TERMS)
-            + f" | {r['intervention_rate']:.0%} |"
+            + " | ".join(f"{r[f'cost/{k}']:.2f}" for k in COST_TERMS)
+            + f" | {r['mean_speed']:.2f} | {r['intervention_rate']:.0%} |"
         )
     return "\n".join(lines)
 
@@ -338,24 +461,45 @@ def markdown_table(task: str, widths: Sequence[float], episodes: int, seed: int)
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m safebot.scripted",
-        description="Success and cost of a task's scripted controller at several envelope widths.",
+        description="Success and harm of a task's naive and careful scripted controllers "
+        "at several envelope widths.",
     )
     parser.add_argument(
         "task", help="shipped task name (reach, reach_joint, push, press) or TOML path"
     )
-    parser.add_argument("--episodes", type=int, default=20, help="episodes per width (default 20)")
+    parser.add_argument("--episodes", type=int, default=50, help="episodes per width (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (default 0)")
     parser.add_argument(
-        "--widths", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="default: 0 0.5 1"
+        "--widths",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.25, 0.5, 0.75, 1.0],
+        help="default: 0 0.25 0.5 0.75 1",
     )
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
-    print(
-        f"{args.task}: scripted controller, {args.episodes} episodes per width, "
-        f"seeds {args.seed}..{args.seed + args.episodes - 1}\n"
-    )
-    print(markdown_table(args.task, args.widths, args.episodes, args.seed))
+    if any(not 0.0 <= w <= 1.0 for w in args.widths):
+        parser.error("--widths must lie in [0, 1]")
+    result = sweep(args.task, args.widths, args.episodes, args.seed)
+    for c in ("naive", "careful"):
+        print(
+            f"{args.task}: {c} controller, {args.episodes} episodes per width, "
+            f"seeds {args.seed}..{args.seed + args.episodes - 1}\n"
+        )
+        print(markdown_table(result[c]) + "\n")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "task": str(args.task),
+            "episodes": args.episodes,
+            "seed": args.seed,
+            "command": f"python -m safebot.scripted {args.task} --episodes {args.episodes} "
+            f"--seed {args.seed} --json {args.json}",
+            **result,
+        }
+        args.json.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
     return 0
 
 

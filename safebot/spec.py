@@ -14,7 +14,15 @@ from pydantic import Field, field_validator, model_validator
 
 from safebot.config import Frozen, SpecError, load_model, parse_model  # re-exported
 
-__all__ = ["Frozen", "SpecError", "TaskSpec", "load_model", "load_task", "parse_model"]
+__all__ = [
+    "Frozen",
+    "SpecError",
+    "TaskSpec",
+    "UncertaintySection",
+    "load_model",
+    "load_task",
+    "parse_model",
+]
 
 # --------------------------------------------------------------------------- task spec
 
@@ -93,12 +101,101 @@ class RewardSection(Frozen):
 
 
 class CostSection(Frozen):
-    """``[cost]``: safe thresholds; physics above them is a damage event (cost 1 that step)."""
+    """``[cost]``: what counts as harm (docs/design.md, rule 5). Free-space speed never does.
 
-    safe_contact_force: PositiveFloat = Field(40.0, description="N, arm or object contact")
-    safe_ee_speed: PositiveFloat = Field(0.6, description="m/s, measured end-effector speed")
+    A step's cost term is 1 when any of its substeps crossed a threshold below. Contact
+    forces are the summed normal force of one contact class in one substep (2 ms: an
+    impact's peak, not a step average).
+    """
+
+    arm_table_force: PositiveFloat = Field(
+        60.0, description="N: arm on the table: a hand striking a surface"
+    )
+    arm_object_force: PositiveFloat = Field(
+        60.0,
+        description="N: arm on a task object (the block, the plate): an impact on what it handles",
+    )
+    object_table_force: PositiveFloat = Field(
+        50.0, description="N: a task object on the table: a dropped or slammed object"
+    )
+    arm_obstacle_force: PositiveFloat = Field(
+        20.0, description="N: arm on a keep-out geom, counted even with obstacle_contact = false"
+    )
     joint_limit_tolerance: PositiveFloat = Field(0.01, description="rad from a position limit")
     obstacle_contact: bool = Field(True, description="any arm contact with a keep-out geom")
+    object_escape_margin: PositiveFloat = Field(
+        0.1,
+        description="Push: m beyond the [goal] region in x or y at which the block counts as "
+        "knocked out of the workspace (also harm: falling below the table top)",
+    )
+    plate_damage_force: PositiveFloat = Field(
+        60.0, description="Press: N of arm force on the plate that damages it"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            if "safe_ee_speed" in v:
+                raise ValueError(
+                    "safe_ee_speed was removed: free-space speed is not harm (docs/design.md, "
+                    "rule 5); speed is reported as info['speed/ee']"
+                )
+            if "safe_contact_force" in v:
+                raise ValueError(
+                    "safe_contact_force was split per contact class: arm_table_force, "
+                    "arm_object_force, object_table_force, arm_obstacle_force (N, > 0)"
+                )
+        return v
+
+
+Range = Annotated[tuple[NonNegFloat, NonNegFloat], Field()]
+
+
+class UncertaintySection(Frozen):
+    """``[uncertainty]``: what the controller does not know exactly (docs/design.md, rule 6).
+
+    Sampled once per episode from the env's ``np_random``. Absent table: no error at all.
+    """
+
+    keepout_sigma: NonNegFloat = Field(
+        0.0,
+        description="m: std of the per-axis Gaussian offset between each believed keep-out "
+        "box centre (the shield's map) and the true geom",
+    )
+    surface_sigma: NonNegFloat = Field(
+        0.0,
+        description="m: std of the Gaussian offset of the true table (and what stands on it) "
+        "from its believed height z = 0, the height the workspace floor and the goals assume",
+    )
+    max_sigmas: PositiveFloat = Field(
+        3.0,
+        description="offsets are truncated at this many standard deviations (a perception "
+        "system reports gross errors as failures, not as positions)",
+    )
+    object_mass: Range | None = Field(
+        None, description="kg: [low, high] of the task object's uniformly sampled mass"
+    )
+    object_friction: Range | None = Field(
+        None, description="[low, high] of the task object's uniformly sampled sliding friction"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UncertaintySection:
+        for name in ("object_mass", "object_friction"):
+            r = getattr(self, name)
+            if r is not None and not 0.0 < r[0] <= r[1]:
+                raise ValueError(f"{name} = {list(r)}: need 0 < low <= high")
+        return self
+
+    @property
+    def declared(self) -> bool:
+        return bool(
+            self.keepout_sigma
+            or self.surface_sigma
+            or self.object_mass is not None
+            or self.object_friction is not None
+        )
 
 
 class RangeLimit(Frozen):
@@ -269,6 +366,7 @@ class TaskSpec(Frozen):
     goal: GoalSection
     reward: RewardSection = RewardSection()
     cost: CostSection = CostSection()
+    uncertainty: UncertaintySection = UncertaintySection()
     limits: LimitsSection = LimitsSection()
     train: TrainSection = TrainSection()
     scheduler: Any = Field(
@@ -321,6 +419,12 @@ class TaskSpec(Frozen):
                 raise ValueError(
                     f"limits.{name}: cap margin {ml.cap} > start margin {ml.start}; the cap is the smallest margin"
                 )
+        ko, sigma = lim.keepout, self.uncertainty.keepout_sigma
+        if ko is not None and sigma > 0 and ko.start < 3.0 * sigma:
+            raise ValueError(
+                f"limits.keepout.start = {ko.start} m is below 3 x uncertainty.keepout_sigma "
+                f"({3.0 * sigma:g} m): the start envelope must cover the map's error with room"
+            )
         ws = lim.workspace
         if ws is not None:
             for i in range(3):

@@ -38,9 +38,19 @@ from safebot.schedulers import (
 LIMITS = ("joint_velocity", "ee_speed", "workspace", "keepout", "joint_position", "contact_force")
 
 
+EPISODE_STEPS = 10  # ev(cost=c): harm c per step of 10-step episodes, 10 c per episode
+
+
 def ev(step: int = 0, success: float = 1.0, cost: float = 0.0, **kw: Any) -> EvalStats:
     """A brief evaluation: 10 episodes, perfect and safe unless told otherwise."""
-    return EvalStats(step=step, episodes=10, success_rate=success, cost_rate=cost, **kw)
+    return EvalStats(
+        step=step,
+        episodes=10,
+        success_rate=success,
+        cost_rate=cost,
+        harm_per_episode=EPISODE_STEPS * cost,
+        **kw,
+    )
 
 
 GOOD = ev(success=1.0, cost=0.0)
@@ -94,9 +104,9 @@ def test_patience_counts_consecutive_passes() -> None:
 @pytest.mark.parametrize(
     ("spike", "reason"),
     [
-        (ev(cost=0.05), "tighten: cost spike"),  # exactly at the spike threshold
-        (ev(cost=0.9), "tighten: cost spike"),
-        (ev(cost=float("nan")), "tighten: cost spike"),  # broken measurement = unsafe
+        (ev(cost=0.05), "tighten: harm spike"),  # exactly at the spike threshold
+        (ev(cost=0.9), "tighten: harm spike"),
+        (ev(cost=float("nan")), "tighten: harm spike"),  # broken measurement = unsafe
         (ev(success=0.4), "tighten: failure spike"),
         (ev(success=1.0, failure_rate=0.6), "tighten: failure spike"),
     ],
@@ -172,7 +182,7 @@ def test_reversal_counter_detects_oscillation_without_hysteresis() -> None:
     # The same hovering stream with (almost) no band, no patience and no cooldown
     # does oscillate: proves the counter above can see it.
     cfg = CompetenceConfig(
-        patience=1, cooldown=0, max_cost_rate=0.02, spike_cost_rate=0.0201, cooldown_backoff=1.0
+        patience=1, cooldown=0, max_harm=0.2, spike_harm=0.201, cooldown_backoff=1.0
     )
     rng = random.Random(0)
     widths = run(Competence(cfg), [ev(cost=rng.uniform(0.0195, 0.0206)) for _ in range(200)])
@@ -215,7 +225,13 @@ def test_backoff_spaces_out_retries_of_an_unsafe_width() -> None:
 def test_no_episodes_holds_everything() -> None:
     sched = Competence(CompetenceConfig(patience=1))
     run(sched, [GOOD, GOOD])
-    empty = EvalStats(step=5, episodes=0, success_rate=float("nan"), cost_rate=float("nan"))
+    empty = EvalStats(
+        step=5,
+        episodes=0,
+        success_rate=float("nan"),
+        cost_rate=float("nan"),
+        harm_per_episode=float("nan"),
+    )
     assert sched.update(empty) == pytest.approx(0.2)
     assert sched.history[-1][2] == "hold: no episodes"
     assert SafetyBudgetPI().update(empty) == 0.0
@@ -307,7 +323,7 @@ def test_per_limit_needs_limits() -> None:
 
 
 def test_pi_converges_to_target_cost_on_a_linear_plant() -> None:
-    sched = SafetyBudgetPI(PIConfig(target_cost_rate=0.01))
+    sched = SafetyBudgetPI(PIConfig(target_harm=0.1))
     widths = plant_stream(sched, lambda w: 0.1 * w, 150)
     assert all(0.0 <= w <= 1.0 for w in widths)
     assert widths[-1] == pytest.approx(0.1, abs=0.005)
@@ -330,7 +346,7 @@ def test_pi_saturates_and_recovers_without_windup() -> None:
 def test_pi_integral_is_clamped_while_ramping() -> None:
     # max_step limits the ramp, so the error stays large for many updates before
     # the width pins at 1: exactly when an unclamped integral winds up.
-    sched = SafetyBudgetPI(PIConfig(target_cost_rate=0.5))
+    sched = SafetyBudgetPI(PIConfig(target_harm=5.0))
     plant_stream(sched, lambda w: 0.0, 30)
     assert sched.width == 1.0
     assert sched.integral == pytest.approx(sched.config.max_step / sched.config.ki)
@@ -369,6 +385,7 @@ stat_streams = st.lists(
         episodes=st.integers(-1, 50),
         success_rate=anything,
         cost_rate=anything,
+        harm_per_episode=anything,
         failure_rate=st.none() | anything,
         intervention_rate=anything,
         min_margin=st.dictionaries(st.sampled_from(LIMITS), anything, max_size=3),
@@ -387,8 +404,8 @@ def competence_configs(draw: st.DrawFn) -> CompetenceConfig:
         tighten_step=draw(step_size),
         patience=draw(st.integers(1, 5)),
         success_threshold=draw(unit),
-        max_cost_rate=draw(unit),
-        spike_cost_rate=draw(unit),
+        max_harm=draw(unit),
+        spike_harm=draw(unit),
         spike_failure_rate=draw(unit),
         max_intervention_rate=draw(st.none() | unit),
         min_margin=draw(st.none() | st.floats(-1.0, 1.0)),
@@ -433,7 +450,7 @@ def test_competence_width_always_in_unit_interval(
 def test_pi_width_always_in_unit_interval(
     kp: float, ki: float, target: float, start: float, max_step: float, stream: list[EvalStats]
 ) -> None:
-    cfg = PIConfig(kp=kp, ki=ki, target_cost_rate=target, start_width=start, max_step=max_step)
+    cfg = PIConfig(kp=kp, ki=ki, target_harm=target, start_width=start, max_step=max_step)
     sched = SafetyBudgetPI(cfg)
     for stats in stream:
         assert in_unit(sched.update(stats))
@@ -544,14 +561,16 @@ def test_toml_scheduler_table_picks_the_model() -> None:
         {"kind": "competence", "patience": 0},
         {"kind": "competence", "cooldown": -1},
         {"kind": "competence", "success_threshold": 1.5},
-        {"kind": "competence", "max_cost_rate": -0.01},
-        {"kind": "competence", "spike_cost_rate": 0.01},  # not above max_cost_rate
+        {"kind": "competence", "max_harm": -0.01},
+        {"kind": "competence", "spike_harm": 0.1},  # not above max_harm (0.2)
+        {"kind": "competence", "max_cost_rate": 0.02},  # renamed: harm per episode
+        {"kind": "pi", "target_cost_rate": 0.01},  # renamed
         {"kind": "competence", "spike_failure_rate": 0.1},  # overlaps a pass
         {"kind": "competence", "max_intervention_rate": 2.0},
         {"kind": "competence", "start_width": float("nan")},
         {"kind": "competence", "widen_stp": 0.1},  # typo: unknown key
         {"kind": "pi", "kp": -1.0},
-        {"kind": "pi", "target_cost_rate": 1.01},
+        {"kind": "pi", "target_harm": -1.0},
         {"kind": "pi", "max_step": 0.0},
         {"kind": "bogus"},
         {"widen_step": 0.1},  # no kind

@@ -1,15 +1,18 @@
-"""Scripted controllers: they solve their tasks at width 1, and the width trades success for cost."""
+"""Scripted controllers: they solve their tasks at width 1; naive ones trade harm for success."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from safebot.envs import ArmTaskEnv
 from safebot.scripted import (
+    NAIVE_POLICIES,
     POLICIES,
     ee_velocity_action,
     evaluate_scripted,
@@ -22,54 +25,61 @@ from safebot.spec import TaskSpec, load_task, parse_model
 
 MakeTask = Callable[..., ArmTaskEnv]
 
-# Measured on seeds 0-5 at width 1 (docs/tasks.md has the 20-episode table): reach 4/6 (the
-# misses are goals whose pose puts the wrist on the obstacle), push 5/6, press 6/6. The
-# trade-off test uses seeds 0-9 for reach: 7/10 at width 0 against 8/10 at width 1.
-SOLVES_AT_WIDTH_1 = {"reach": 0.5, "reach_joint": 0.5, "push": 0.5, "press": 0.8}
+# Measured on seeds 0-5 at width 1 (docs/tasks.md has the 50-episode tables): the careful
+# controllers solve nearly every episode there.
+SOLVES_AT_WIDTH_1 = {"reach": 0.8, "reach_joint": 0.5, "push": 0.8, "press": 0.8}
 
 
 @pytest.mark.parametrize("task", sorted(SOLVES_AT_WIDTH_1))
 def test_scripted_controller_solves_its_task_at_width_1(task: str) -> None:
     r = evaluate_scripted(task, width=1.0, episodes=6, seed=0)
     assert r["success_rate"] >= SOLVES_AT_WIDTH_1[task], r
-    assert 0 < r["mean_steps_to_success"] <= 100
+    assert 0 < r["mean_steps_to_success"] < load_task(task).robot.max_episode_steps
 
 
-@pytest.mark.parametrize(("task", "episodes"), [("reach", 10), ("push", 6), ("press", 6)])
-def test_width_trades_success_for_cost(task: str, episodes: int) -> None:
-    """The trade-off of issue 2 item 6: the start bounds cost success, the caps cost safety."""
-    tight = evaluate_scripted(task, width=0.0, episodes=episodes, seed=0)
-    loose = evaluate_scripted(task, width=1.0, episodes=episodes, seed=0)
-    # Reach's 2 s episodes: the start bounds cost success; Push's and Press's 6 s episodes
-    # leave the task doable there (so a learner can earn the widening): they cost time
-    if task == "reach":
-        assert tight["success_rate"] < loose["success_rate"], (tight, loose)
+# seeds that hold episodes where the naive controller harms at the caps (docs/tasks.md)
+TRADE_OFF_SEEDS = {"reach": (8, 6), "push": (0, 6), "press": (0, 6)}
+
+
+@pytest.mark.parametrize("task", sorted(TRADE_OFF_SEEDS))
+def test_naive_trades_harm_for_success_and_careful_does_not(task: str) -> None:
+    """Issue 12, point 3, on a few episodes: the naive controller gains success and harm
+    with the width; the careful one at the caps matches its success without its harm."""
+    seed, n = TRADE_OFF_SEEDS[task]
+    tight = evaluate_scripted(task, 0.0, n, seed, "naive")
+    loose = evaluate_scripted(task, 1.0, n, seed, "naive")
+    careful = evaluate_scripted(task, 1.0, n, seed, "careful")
     assert tight["success_rate"] <= loose["success_rate"], (tight, loose)
-    assert tight["cost_rate"] < loose["cost_rate"], (tight, loose)
-    # where the tight envelope succeeds at all, it takes far longer (NaN: it never did)
-    assert not tight["mean_steps_to_success"] < 1.5 * loose["mean_steps_to_success"], (tight, loose)
-    # at the caps the end effector moves faster than the task's safe speed
-    assert loose["cost/ee_speed"] > 0.0, loose
+    assert tight["harm_per_episode"] < loose["harm_per_episode"], (tight, loose)
+    assert careful["success_rate"] >= loose["success_rate"], (careful, loose)
+    assert careful["harm_per_episode"] <= 0.1 * loose["harm_per_episode"], (careful, loose)
+    # harm, not speed: the careful controller is not slower than the naive one on average
+    assert careful["mean_speed"] >= 0.8 * loose["mean_speed"], (careful, loose)
 
 
 def test_evaluation_reports_every_cost_term() -> None:
     data = load_task("press").model_dump(mode="json")
-    data["robot"]["max_episode_steps"] = 60  # runs out of time at the start bound (~90 steps)
+    data["robot"]["max_episode_steps"] = 40  # runs out of time at the start bound
     r = evaluate_scripted(parse_model(data, TaskSpec, "press"), width=0.0, episodes=1, seed=0)
     assert set(r) == {
         "success_rate",
+        "harm_per_episode",
+        "harm_episodes",
         "cost_rate",
         "mean_steps_to_success",
         "intervention_rate",
-        "cost/contact_force",
+        "mean_speed",
+        "cost/impact",
         "cost/obstacle",
         "cost/joint_limit",
-        "cost/ee_speed",
+        "cost/task",
     }
     assert r["success_rate"] == 0.0 and math.isnan(r["mean_steps_to_success"])
     assert r["intervention_rate"] > 0.5  # the start bounds hold the saturated controller back
     with pytest.raises(ValueError, match="episodes"):
         evaluate_scripted("press", width=0.0, episodes=0)
+    with pytest.raises(ValueError, match="controller"):
+        evaluate_scripted("press", width=0.0, episodes=1, controller="reckless")
 
 
 @pytest.mark.parametrize("task", ["reach", "reach_joint"])
@@ -100,16 +110,23 @@ def test_policies_work_through_wrappers_and_reject_other_tasks(make_task: MakeTa
     reach.reset(seed=0)
     a = POLICIES["reach"](reach)
     assert a.shape == (3,) and np.all(np.abs(a) <= 1.0)
-    for policy in (push_policy, press_policy):
-        with pytest.raises(TypeError, match="needs the"):
+    assert set(NAIVE_POLICIES) == set(POLICIES)
+    for policy in (push_policy, press_policy, NAIVE_POLICIES["push"], NAIVE_POLICIES["press"]):
+        with pytest.raises(TypeError, match="need the"):
             policy(reach)
 
 
-def test_entry_point_prints_a_markdown_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["press", "--episodes", "1", "--widths", "1"]) == 0
+def test_entry_point_prints_both_tables_and_writes_json(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out_json = tmp_path / "press.json"
+    assert main(["press", "--episodes", "1", "--widths", "1", "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
-    assert "| width | success | cost rate |" in out
+    assert "naive controller" in out and "careful controller" in out
+    assert "| width | success | harm / episode |" in out
     assert "\n| 1 | 100% |" in out
+    data = json.loads(out_json.read_text())
+    assert [r["width"] for r in data["careful"]] == [1.0] and data["episodes"] == 1
     with pytest.raises(SystemExit) as err:
         main(["press", "--episodes", "0"])
     assert err.value.code == 2

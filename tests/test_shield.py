@@ -114,7 +114,9 @@ def test_random_policy_stays_in_the_envelope_and_cost_falls(
     print(f"{task}: cost rate shielded (width 0) {shielded:.4f}, unshielded {unshielded:.4f}")
     assert max(worst, worst_any) <= 1e-9
     assert statuses == {"ok": 3000} and statuses_any == {"ok": 1000}
-    assert unshielded > 0.5  # random full-scale commands are fast: mostly over the safe speed
+    # random full-scale commands strike the table, the obstacle or a joint limit on a few %
+    # of steps (1.2-3.8 %, measured; speed alone is no longer harm, issue 12)
+    assert unshielded > 0.005
     assert shielded <= 0.01 * unshielded
 
 

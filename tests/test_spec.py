@@ -238,10 +238,31 @@ def test_goal_low_above_high(tmp_path: Path) -> None:
 def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
     data = _reach()
     data["robot"]["colour"] = 1
-    data["cost"]["safe_ee_speed"] = -1.0
+    data["cost"]["arm_table_force"] = -1.0
     msg = _error(_write(tmp_path, data))
     assert "[robot.colour]" in msg
-    assert "[cost.safe_ee_speed]" in msg
+    assert "[cost.arm_table_force]" in msg
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("cost", "safe_ee_speed", 0.6, "free-space speed is not harm"),
+        ("cost", "safe_contact_force", 40.0, "split per contact class"),
+        ("cost", "plate_damage_force", 0.0, "[cost.plate_damage_force]"),
+        ("uncertainty", "keepout_sigma", -0.01, "[uncertainty.keepout_sigma]"),
+        ("uncertainty", "object_mass", [0.3, 0.1], "need 0 < low <= high"),
+        ("uncertainty", "surface_sigma", "a lot", "[uncertainty.surface_sigma]"),
+    ],
+)
+def test_harm_and_uncertainty_keys_are_validated(
+    tmp_path: Path, section: str, key: str, value: object, expected: str
+) -> None:
+    data = _reach()
+    data.setdefault(section, {})[key] = value
+    path = _write(tmp_path, data)
+    msg = _error(path)
+    assert str(path) in msg and expected in msg, msg
 
 
 def test_missing_task_file_names_the_paths_tried(tmp_path: Path) -> None:

@@ -30,13 +30,15 @@ from safebot.envs import ArmTaskEnv, ReachEnv
 from safebot.schedulers import Scheduler, make_scheduler
 from safebot.scripted import reach_policy
 from safebot.shield import Shield
-from safebot.spec import load_task
+from safebot.spec import TaskSpec, UncertaintySection, load_task
 from safebot.train import evaluate
 
 # the perturbation: obstacle centre shift (m) and new half-size while it lasts
 SHIFT = np.array([-0.02, 0.0, 0.0])
 GROW = np.array([0.0, 0.02, 0.02])
-SAFE_SPEED_FRACTION = 0.8  # the controller caps its speed at this fraction of the safe speed
+# m/s: the controller's own speed cap (a controller choice, not a cost: issue 12 removed the
+# speed cost; 0.48 m/s is the 0.8 x 0.6 m/s the experiment was measured with)
+CONTROLLER_SPEED = 0.48
 
 
 class StaleMapReach(ReachEnv):
@@ -45,6 +47,10 @@ class StaleMapReach(ReachEnv):
     The physical obstacle may then move without the shield (or a controller that
     plans with :meth:`keepout_boxes`) knowing; costs still come from physics.
     """
+
+    # goals with room for the hand beside the box, as the experiment was measured: the
+    # only harm it should see is the one its moved obstacle causes
+    goal_clearance = 0.05
 
     def keepout_boxes(self) -> list[tuple[np.ndarray, np.ndarray]]:
         frozen: list[tuple[np.ndarray, np.ndarray]] | None = getattr(self, "_frozen_map", None)
@@ -55,11 +61,22 @@ class StaleMapReach(ReachEnv):
         return [(c.copy(), h.copy()) for c, h in frozen]
 
 
+def experiment_spec() -> TaskSpec:
+    """``tasks/reach.toml`` as the experiment was measured: its only map error is its own,
+    stale, one (no per-episode ``[uncertainty]``), and a 2 cm keep-out cap, the size of the
+    obstacle's shift."""
+    spec = load_task("reach")
+    ko = spec.limits.keepout
+    assert ko is not None
+    limits = spec.limits.model_copy(update={"keepout": ko.model_copy(update={"cap": 0.02})})
+    return spec.model_copy(update={"uncertainty": UncertaintySection(), "limits": limits})
+
+
 def capped_policy(env: Shield) -> Callable[[Any], np.ndarray]:
-    """The scripted Reach controller (planning with the env's map), capped below the safe speed."""
+    """The scripted Reach controller (planning with the env's map), capped at ``CONTROLLER_SPEED``."""
     inner = env.unwrapped
     assert isinstance(inner, ArmTaskEnv)
-    v_max = SAFE_SPEED_FRACTION * inner.task.cost.safe_ee_speed
+    v_max = CONTROLLER_SPEED
 
     def act(_: Any) -> np.ndarray:
         a = reach_policy(env)
@@ -89,7 +106,7 @@ def run(
     scheduler: Scheduler | None = None,
 ) -> list[dict[str, Any]]:
     """Run the experiment; one row per evaluation (width before and after, cost, success, perturbed)."""
-    spec = load_task("reach")
+    spec = experiment_spec()
     env = Shield(StaleMapReach(spec), observe_width=False)
     sched = (
         scheduler if scheduler is not None else make_scheduler(spec.scheduler, env.envelope.kinds)

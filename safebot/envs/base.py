@@ -19,8 +19,17 @@ The arm is data (:meth:`ArmTaskEnv.kinematics`): its joints are the ones the sce
 velocity servos drive, in actuator order; the gripper is the scene's position actuator
 and the joints coupled to it. Nothing here names the Panda's joints.
 
-Costs come from physics (docs/design.md, rule 5): every substep is checked and the
-step's cost term is 1 if any substep crossed the safe threshold.
+Costs measure harm only (docs/design.md, rule 5): every substep is checked and a
+step's cost term is 1 if any substep crossed its threshold (forces per contact class,
+obstacle contact, joint-limit strikes, the task's own harm). Speed is a measurement
+(``info["speed/ee"]``), never a cost.
+
+Uncertainty is explicit (rule 6, ``[uncertainty]``): each episode draws the error
+between what the controller believes and the truth. The keep-out map
+(:meth:`ArmTaskEnv.keepout_boxes`, which the shield reads) is the true boxes plus an
+offset; the true table (and what stands on it) is moved from the height the spec's
+workspace floor and goals assume; the object's mass and friction are drawn. Physics
+and costs always see the truth.
 """
 
 from __future__ import annotations
@@ -39,12 +48,23 @@ from safebot.resources import resolve
 from safebot.shield.kinematics import ArmKinematics
 from safebot.spec import SpecError, TaskSpec, load_task
 
-COST_TERMS = ("contact_force", "obstacle", "joint_limit", "ee_speed")
+COST_TERMS = ("impact", "obstacle", "joint_limit", "task")
+#: contact classes judged by a force threshold (``[cost] <class>_force``), in this order
+CONTACT_CLASSES = ("arm_table", "arm_object", "object_table", "arm_obstacle")
+# geom classes
+_OTHER, _ARM, _TABLE, _OBJECT, _OBSTACLE = range(5)
 
 # Fingers held 1 cm apart: a narrow pusher that does not press the fingers into each other
 GRIPPER_OPENING = 0.01
 
-__all__ = ["COST_TERMS", "ArmTaskEnv", "arm_actuators", "ee_velocity_map", "load_scene"]
+__all__ = [
+    "CONTACT_CLASSES",
+    "COST_TERMS",
+    "ArmTaskEnv",
+    "arm_actuators",
+    "ee_velocity_map",
+    "load_scene",
+]
 
 
 def _joint_name(model: mujoco.MjModel, act: int) -> str:
@@ -140,7 +160,8 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
         self._goal_mocap = self._mocap_id("goal")
         self._steps = 0
         self._f6 = np.zeros(6)
-        self._jac_ee = np.zeros((3, self.model.nv))
+        self._contact_setup()
+        self._perception_setup()
         adr = self.physics.qpos_adr
         contiguous = bool(np.all(np.diff(adr) == 1))
         self._qpos_slice = slice(int(adr[0]), int(adr[-1]) + 1) if contiguous else adr
@@ -194,7 +215,11 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
         super().reset(seed=seed)
         self._steps = 0
         obs = self._reset_state_and_obs(self.np_random)
-        return obs, {"is_success": False, "cost": 0.0, **{f"cost/{t}": 0.0 for t in COST_TERMS}}
+        info: dict[str, Any] = {"is_success": False, "cost": 0.0}
+        info.update({f"cost/{t}": 0.0 for t in COST_TERMS})
+        info.update({f"force/{k}": 0.0 for k in CONTACT_CLASSES})
+        info["speed/ee"] = 0.0
+        return obs, info
 
     def step(
         self, action: np.ndarray
@@ -224,6 +249,11 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
         achieved = obs["achieved_goal"]
         info: dict[str, Any] = {f"cost/{t}": v for t, v in zip(COST_TERMS, costs, strict=True)}
         info["cost"] = float(max(costs))
+        peak = self._peak
+        for k, name in enumerate(CONTACT_CLASSES):
+            info[f"force/{name}"] = float(peak[k])
+        v = self.physics.ee_vel()
+        info["speed/ee"] = float(np.sqrt(v @ v))  # a measurement, not a cost (rule 5)
         info["is_success"] = self._is_success(achieved)
         info["commanded_qvel"] = qd
         reward = float(self.compute_reward(achieved, self._goal, info))
@@ -281,12 +311,15 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
     def keepout_boxes(self) -> list[tuple[F64, F64]]:
         """The keep-out boxes ``(centre, half_size)`` the controller believes in (world axes).
 
-        Here: the scene's keep-out geoms as they are. The shield reads this map into
-        ``kinematics.boxes`` at every reset (:meth:`refresh_keepout_map`).
+        The scene's keep-out geoms, each centre offset by this episode's perception error
+        (:attr:`keepout_error`, zero without ``[uncertainty] keepout_sigma``). The shield
+        reads this map into ``kinematics.boxes`` at every reset (:meth:`refresh_keepout_map`);
+        physics and costs use the geoms themselves.
         """
         out = []
-        for g in self._keepout:
-            out.append((self.data.geom_xpos[g].copy(), self.model.geom_size[g].copy()))
+        for k, g in enumerate(self._keepout):
+            centre = self.data.geom_xpos[g] + self.keepout_error[k]
+            out.append((centre, self.model.geom_size[g].copy()))
         return out
 
     def refresh_keepout_map(self) -> None:
@@ -321,6 +354,91 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
             dt=self.dt,
             boxes=np.zeros((len(self._keepout), 6)),
         )
+
+    def _contact_setup(self) -> None:
+        """Classify every geom once (arm, table, task object, keep-out) for the cost loop."""
+        m = self.model
+        cls = np.full(m.ngeom, _OTHER, dtype=np.int64)
+        table = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "table")
+        self._table_body = table
+        self._object_bodies: list[int] = []
+        for g in range(m.ngeom):
+            b = int(m.geom_bodyid[g])
+            if self.physics.arm_geom[g]:
+                cls[g] = _ARM
+            elif table >= 0 and b == table:
+                cls[g] = _TABLE
+            elif b > 0 and m.body_dofnum[b] > 0:  # a moving body that is not the arm
+                cls[g] = _OBJECT
+                if b not in self._object_bodies:
+                    self._object_bodies.append(b)
+        cls[self._keepout] = _OBSTACLE
+        self._geom_class = cls
+        # pair (class a, class b) -> index into CONTACT_CLASSES, -1 for pairs that are not judged
+        pair = np.full(25, -1, dtype=np.int64)
+        for k, (a, b) in enumerate(
+            ((_ARM, _TABLE), (_ARM, _OBJECT), (_OBJECT, _TABLE), (_ARM, _OBSTACLE))
+        ):
+            pair[a * 5 + b] = pair[b * 5 + a] = k
+        self._pair_class = pair
+        cost = self.task.cost
+        self._safe_force = np.array(
+            [
+                cost.arm_table_force,
+                cost.arm_object_force,
+                cost.object_table_force,
+                cost.arm_obstacle_force,
+            ]
+        )
+        self._judged = np.ones(len(CONTACT_CLASSES), dtype=bool)
+        self._peak = np.zeros(len(CONTACT_CLASSES))
+        self._sums = np.zeros(len(CONTACT_CLASSES))
+
+    def _perception_setup(self) -> None:
+        m, unc = self.model, self.task.uncertainty
+        self.keepout_error = np.zeros((len(self._keepout), 3))
+        """This episode's offset (m) of each believed keep-out centre from the true geom."""
+        self.surface_error = 0.0
+        """This episode's height (m) of the true table above the believed one (z = 0)."""
+        self._surface_bodies = [self._table_body] if self._table_body >= 0 else []
+        for b in self._object_bodies:
+            if m.body_jntnum[b] and m.jnt_type[m.body_jntadr[b]] != mujoco.mjtJoint.mjJNT_FREE:
+                self._surface_bodies.append(b)  # on the table by a joint: moves with it
+        self._nominal_body_pos = m.body_pos.copy()
+        self._nominal_mass = m.body_mass.copy()
+        self._nominal_inertia = m.body_inertia.copy()
+        self._nominal_friction = m.geom_friction.copy()
+        if (unc.object_mass or unc.object_friction) and not self._object_bodies:
+            raise SpecError(
+                f"{self.task.source}: [uncertainty] object_mass / object_friction need a task "
+                "object, the scene has no moving body besides the arm"
+            )
+
+    def _sample_perception(self, rng: np.random.Generator) -> None:
+        """Draw this episode's errors; nothing is drawn (the rng untouched) when none is declared."""
+        unc = self.task.uncertainty
+        if not unc.declared:
+            return
+        m = self.model
+
+        def gauss(sigma: float, shape: tuple[int, ...]) -> F64:
+            z = np.clip(rng.standard_normal(shape), -unc.max_sigmas, unc.max_sigmas)
+            return np.asarray(sigma * z, dtype=np.float64)
+
+        self.keepout_error[:] = gauss(unc.keepout_sigma, self.keepout_error.shape)
+        self.surface_error = float(gauss(unc.surface_sigma, (1,))[0])
+        for b in self._surface_bodies:
+            m.body_pos[b] = self._nominal_body_pos[b]
+            m.body_pos[b, 2] += self.surface_error
+        for b in self._object_bodies:
+            if unc.object_mass is not None:
+                mass = rng.uniform(*unc.object_mass)
+                m.body_mass[b] = mass
+                m.body_inertia[b] = self._nominal_inertia[b] * (mass / self._nominal_mass[b])
+            if unc.object_friction is not None:
+                mu = rng.uniform(*unc.object_friction)
+                for g in np.flatnonzero(m.geom_bodyid == b):
+                    m.geom_friction[g, 0] = mu
 
     def _finger_qpos_adr(self) -> list[int]:
         """qpos addresses of the gripper's joint and the joints coupled to it by equalities."""
@@ -403,6 +521,7 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
             self.q_low + 0.05,
             self.q_high - 0.05,
         )
+        self._sample_perception(rng)
         self.data.qpos[self.physics.qpos_adr] = q
         self.data.ctrl[:] = 0.0
         if self._grip_id >= 0:
@@ -423,48 +542,49 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
     def _after_step(self) -> None:
         """Per-step task bookkeeping (e.g. the press task's hold counter)."""
 
+    def _task_harm(self, peak: F64) -> float:
+        """1.0 if the task's own harm happened this step (Push: block knocked away; Press:
+        plate crushed); ``peak`` is the step's peak force per :data:`CONTACT_CLASSES`."""
+        return 0.0
+
     def _simulate(self) -> list[float]:
-        """Run the substeps; return the step's cost terms (each 0 or 1).
+        """Run the substeps; return the step's cost terms (each 0 or 1), see :data:`COST_TERMS`.
 
         Every substep is checked (an impact lasts a few ms); this loop is the
-        env's hot path, so it reads MuJoCo's arrays in place.
+        env's hot path, so it reads MuJoCo's arrays in place and calls
+        ``mj_contactForce`` only for the contacts of a judged class.
         """
-        m, d, phys, cost = self.model, self.data, self.physics, self.task.cost
-        force = obstacle = joint = speed = 0.0
-        keepout = self._keepout
-        check_obstacle = cost.obstacle_contact and bool(keepout)
-        arm_geom = phys.arm_geom
-        f6 = self._f6
-        safe_force = cost.safe_contact_force
+        m, d, cost = self.model, self.data, self.task.cost
+        obstacle = joint = 0.0
+        check_obstacle = cost.obstacle_contact and bool(self._keepout)
+        geom_class, pair_class = self._geom_class, self._pair_class
+        f6, sums, peak = self._f6, self._sums, self._peak
+        peak[:] = 0.0
         lo = self.q_low + cost.joint_limit_tolerance
         hi = self.q_high - cost.joint_limit_tolerance
         qs = self._qpos_slice
-        safe_v2 = cost.safe_ee_speed**2
-        jac = self._jac_ee
-        site = phys.ee_site_id
         for _ in range(self.substeps):
             mujoco.mj_step(m, d)
-            for i in range(d.ncon):
-                c = d.contact[i]
-                g1, g2 = c.geom1, c.geom2
-                if check_obstacle and (
-                    (g1 in keepout and arm_geom[g2]) or (g2 in keepout and arm_geom[g1])
-                ):
+            n = d.ncon
+            if n:
+                con = d.contact
+                gc = geom_class[con.geom]
+                cls = pair_class[gc[:, 0] * 5 + gc[:, 1]]
+                judged = np.flatnonzero((cls >= 0) & (con.efc_address >= 0))
+                if judged.size:
+                    sums[:] = 0.0
+                    for i in judged:
+                        mujoco.mj_contactForce(m, d, int(i), f6)
+                        sums[cls[i]] += abs(f6[0])
+                    np.maximum(peak, sums, out=peak)
+                if check_obstacle and (cls == 3).any():
                     obstacle = 1.0
-                if force == 0.0 and c.efc_address >= 0:
-                    mujoco.mj_contactForce(m, d, i, f6)
-                    if abs(f6[0]) > safe_force:
-                        force = 1.0
             if joint == 0.0:
                 q = d.qpos[qs]
                 if (q < lo).any() or (q > hi).any():
                     joint = 1.0
-            if speed == 0.0:
-                mujoco.mj_jacSite(m, d, jac, None, site)
-                v = jac @ d.qvel
-                if v @ v > safe_v2:
-                    speed = 1.0
-        return [force, obstacle, joint, speed]
+        impact = float(((peak > self._safe_force) & self._judged).any())
+        return [impact, obstacle, joint, self._task_harm(peak)]
 
     def _obs(self) -> dict[str, np.ndarray]:
         arm = arm_observation(self.physics, self.task.robot.observation)

@@ -6,11 +6,14 @@ sampled, what the achieved goal is, and what extra state the policy observes.
 Reward terms (ranges per step):
     sparse: -1 until the goal condition holds, 0 while it holds (HER-friendly).
     dense:  minus the goal distance (m for Reach/Push; m + normalised force error for Press).
-Cost terms (0 or 1 per step, from physics; ``cost`` is their maximum):
-    contact_force: any contact normal force above ``cost.safe_contact_force``.
-    obstacle:      any arm geom touching a keep-out geom.
-    joint_limit:   any arm joint within ``cost.joint_limit_tolerance`` of its range.
-    ee_speed:      measured end-effector speed above ``cost.safe_ee_speed``.
+Cost terms (0 or 1 per step, harm only, from the true physics; ``cost`` is their maximum):
+    impact:      in some substep the summed normal force of a contact class (arm-table,
+                 arm-object, object-table, arm-obstacle) exceeded its ``[cost] <class>_force``.
+    obstacle:    any arm geom touching a keep-out geom (``cost.obstacle_contact``).
+    joint_limit: any arm joint within ``cost.joint_limit_tolerance`` of its range (a strike).
+    task:        Push: the block was knocked out of the workspace or off the table (once);
+                 Press: the arm's force on the plate exceeded ``cost.plate_damage_force``.
+Free-space speed is no cost; ``info["speed/ee"]`` reports it (m/s).
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from safebot.envs.base import ArmTaskEnv
+from safebot.envs.base import CONTACT_CLASSES, ArmTaskEnv
 from safebot.envs.physics import F64
 from safebot.spec import SpecError
 
-GOAL_CLEARANCE = 0.05  # m added to the keep-out start margin when sampling Reach goals
+GOAL_CLEARANCE = 0.0  # m added to the keep-out start margin when sampling Reach goals
 # ee_site (panda_grasptarget) sits this far above the fingertips (measured: first plate
 # contact at ee z = 0.038 over the plate top at 0.03)
 FINGERTIP_DEPTH = 0.008
@@ -30,14 +33,31 @@ FINGERTIP_DEPTH = 0.008
 PRESS_HEIGHT_SCALE = 0.1
 
 
+def _behind(goal: F64, centre: F64, half: F64, margin: float) -> bool:
+    """Is ``goal`` beyond the box (seen from the arm's base, +x) and below its top? The arm
+    reaches there only with its forearm on the box: no controller can do it without harm."""
+    return bool(
+        goal[0] > centre[0] + half[0]
+        and abs(goal[1] - centre[1]) < half[1] + margin
+        and goal[2] < centre[2] + half[2] + margin
+    )
+
+
 class ReachEnv(ArmTaskEnv):
     """Move the end effector to a sampled goal without touching the keep-out obstacle.
 
     Observation: arm state: q, qd, ee position, ee velocity (20 values), or with
     ``[robot] observation = "cartesian"`` (``tasks/reach.toml``) ee position and velocity (6).
-    Goals are sampled in ``[goal]`` outside every keep-out box by the start margin plus
-    ``GOAL_CLEARANCE``, so a goal never asks the hand to touch the box.
+    Goals are sampled in ``[goal]`` outside every believed keep-out box by the start margin
+    plus ``GOAL_CLEARANCE``, and never behind a box below its top (the forearm would rest
+    on it). Beside a box a goal can lie closer than the hand is wide: a controller that
+    trusts the shield's site spheres touches the box there at the cap margin, one that
+    keeps the hand's clearance stops within the success distance.
     """
+
+    goal_clearance: float = GOAL_CLEARANCE
+    """m added to the keep-out start margin when sampling goals (a subclass may keep them
+    farther from the box, as the reversibility experiment does)."""
 
     def _sample_goal(self, rng: np.random.Generator) -> F64:
         g = self.task.goal
@@ -45,11 +65,14 @@ class ReachEnv(ArmTaskEnv):
         # the hand (a ~5 cm sphere around site_hand) must fit beside the box too, at the widest margin
         margin = (
             self.task.limits.keepout.start if self.task.limits.keepout else 0.0
-        ) + GOAL_CLEARANCE
+        ) + self.goal_clearance
         boxes = self.keepout_boxes()
         for _ in range(1000):
             goal = rng.uniform(lo, hi)
-            if all(np.any(np.abs(goal - c) > h + margin) for c, h in boxes):
+            if all(
+                np.any(np.abs(goal - c) > h + margin) and not _behind(goal, c, h, margin)
+                for c, h in boxes
+            ):
                 return goal
         raise SpecError(f"{self.task.source}: [goal] region lies inside the keep-out boxes")
 
@@ -65,6 +88,7 @@ class PushEnv(ArmTaskEnv):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         self._block_body = -1
+        self._knocked = False
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def _block(self) -> int:
@@ -88,7 +112,9 @@ class PushEnv(ArmTaskEnv):
         x = rng.uniform(g.low[0], 0.5 * (g.low[0] + g.high[0]))
         y = rng.uniform(g.low[1], g.high[1])
         qa = self._block_qadr
-        self.data.qpos[qa : qa + 3] = (x, y, self._block_z)
+        self._knocked = False
+        # on the true table, wherever this episode's perception error put it
+        self.data.qpos[qa : qa + 3] = (x, y, self._block_z + self.surface_error)
         self.data.qpos[qa + 3 : qa + 7] = (1.0, 0.0, 0.0, 0.0)
 
     def _sample_goal(self, rng: np.random.Generator) -> F64:
@@ -104,6 +130,23 @@ class PushEnv(ArmTaskEnv):
 
     def _achieved_goal(self) -> F64:
         return self.data.qpos[self._block_qadr : self._block_qadr + 3].copy()
+
+    def _task_harm(self, peak: F64) -> float:
+        """1 on the step the block leaves the workspace (``[goal]`` region in x, y widened
+        by ``cost.object_escape_margin``) or falls below the table top; once per episode."""
+        if self._knocked:
+            return 0.0
+        g, margin = self.task.goal, self.task.cost.object_escape_margin
+        p = self.data.qpos[self._block_qadr : self._block_qadr + 3]
+        out = (
+            p[0] < g.low[0] - margin
+            or p[0] > g.high[0] + margin
+            or p[1] < g.low[1] - margin
+            or p[1] > g.high[1] + margin
+            or p[2] < self.surface_error
+        )
+        self._knocked = bool(out)
+        return float(out)
 
     def _task_obs(self) -> F64:
         block = self._achieved_goal()
@@ -138,6 +181,13 @@ class PressEnv(ArmTaskEnv):
         self._plate_geom = -1
         self._hold = 0
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # the arm's force on the plate is judged by the plate's damage force (the task term)
+        self._judged[CONTACT_CLASSES.index("arm_object")] = False
+
+    def _task_harm(self, peak: F64) -> float:
+        """1 if in some substep the arm pressed the plate harder than ``cost.plate_damage_force``."""
+        k = CONTACT_CLASSES.index("arm_object")
+        return float(peak[k] > self.task.cost.plate_damage_force)
 
     def _plate(self) -> int:
         if self._plate_geom < 0:
@@ -178,6 +228,11 @@ class PressEnv(ArmTaskEnv):
         """Height (m) of the plate's top face."""
         plate = self._plate()
         return float(self.data.geom_xpos[plate][2] + self.model.geom_size[plate][2])
+
+    def believed_plate_top(self) -> float:
+        """Height (m) of the plate's top face as the controller believes it (without this
+        episode's ``[uncertainty] surface_sigma`` error): what a controller plans with."""
+        return self.plate_top() - self.surface_error
 
     def press_coordinate(self) -> float:
         """``force / force_high`` in contact, ``-height / PRESS_HEIGHT_SCALE`` above the plate."""

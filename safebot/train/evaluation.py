@@ -67,6 +67,7 @@ def evaluate(
         episodes=episodes,
         success_rate=float(np.mean(successes)),
         cost_rate=costs / max(steps, 1),
+        harm_per_episode=costs / max(episodes, 1),
         intervention_rate=inter / max(steps, 1),
         mean_correction=corr / max(steps, 1),
         min_margin=_normalised_margins(env, margins),

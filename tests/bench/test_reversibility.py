@@ -12,12 +12,11 @@ import pytest
 from safebot.bench import reversibility as rev
 from safebot.schedulers import make_scheduler
 from safebot.shield import Shield
-from safebot.spec import load_task
 from safebot.train import evaluate
 
 
 def _schedule(policy_of: Any, evaluations: int, episodes: int = 4) -> list[float]:
-    spec = load_task("reach")
+    spec = rev.experiment_spec()
     env = Shield(rev.StaleMapReach(spec))
     sched = make_scheduler(spec.scheduler, env.envelope.kinds)
     policy = policy_of(env)
@@ -47,7 +46,7 @@ def test_a_bad_controller_keeps_the_start_width() -> None:
 
 
 def test_stale_map_does_not_follow_the_moved_obstacle() -> None:
-    env = Shield(rev.StaleMapReach(load_task("reach")))
+    env = Shield(rev.StaleMapReach(rev.experiment_spec()))
     env.reset(seed=0)
     (c0, h0) = env.unwrapped.keepout_boxes()[0]
     rev.set_obstacle(env, c0 + rev.SHIFT, h0 + rev.GROW)

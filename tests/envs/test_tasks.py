@@ -15,6 +15,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import safebot.envs
 from safebot.envs import COST_TERMS, TASK_IDS, ArmTaskEnv, PressEnv, PushEnv, ReachEnv
+from safebot.envs.base import CONTACT_CLASSES
 from safebot.resources import resolve
 from safebot.scripted import _segment_hits_box
 from safebot.shield import Shield
@@ -142,9 +143,10 @@ def test_goals_are_sampled_in_the_goal_region(make_task: MakeTask, task: str) ->
         )
     if task == "reach":  # outside the keep-out box by the start margin
         margin = env.task.limits.keepout.start  # type: ignore[union-attr]
-        (centre, half), *_ = env.keepout_boxes()
         for seed in range(50):
             env.reset(seed=seed)
+            # outside the box the shield believes in this episode ([uncertainty])
+            (centre, half), *_ = env.keepout_boxes()
             assert np.any(np.abs(env.goal - centre) > half + margin)
 
 
@@ -263,7 +265,8 @@ def test_info_has_costs_and_success(make_task: MakeTask, task: str) -> None:
     assert expected <= set(info)
     _, _, _, _, info = env.step(env.action_space.sample())
     assert expected | {"commanded_qvel"} <= set(info)
-    assert set(COST_TERMS) == {"contact_force", "obstacle", "joint_limit", "ee_speed"}
+    assert set(COST_TERMS) == {"impact", "obstacle", "joint_limit", "task"}
+    assert info["speed/ee"] >= 0.0 and {f"force/{k}" for k in CONTACT_CLASSES} <= set(info)
     for t in COST_TERMS:
         assert info[f"cost/{t}"] in (0.0, 1.0)
     assert info["cost"] == max(info[f"cost/{t}"] for t in COST_TERMS)
@@ -305,16 +308,36 @@ def test_driving_into_the_obstacle_costs(make_task: MakeTask, task: str) -> None
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_fast_end_effector_costs(make_task: MakeTask, task: str) -> None:
+def test_free_space_speed_at_the_caps_costs_nothing(make_task: MakeTask, task: str) -> None:
+    """Rule 5: unshielded, the hand driven at the caps through free space is never harm."""
     env = make_task(task)
     env.reset(seed=0)
-    _, _, _, _, info = env.step(_ee_command(env, np.array([0.0, 0.0, 0.1])))
-    assert info["cost/ee_speed"] == 0.0
-    direction = np.array([0.0, 1.0, 0.0])  # sideways: clear of table and plate
-    for _ in range(3):
-        _, _, _, _, info = env.step(_ee_command(env, 1.0 * direction))
-    assert info["cost/ee_speed"] == 1.0
-    assert np.linalg.norm(env.physics.ee_vel()) > env.task.cost.safe_ee_speed
+    # up, then sideways and back: clear of the table, the plate, the block and the obstacle
+    moves = [np.array([0.0, 0.0, 1.0])] * 3 + [np.array([0.0, 1.0, 0.0])] * 4
+    moves += [np.array([0.0, -1.0, 0.0])] * 4
+    speeds = []
+    for v in moves:
+        _, _, _, _, info = env.step(_ee_command(env, 2.0 * v))
+        assert info["cost"] == 0.0, {k: x for k, x in info.items() if k.startswith("cost")}
+        speeds.append(info["speed/ee"])
+    # the old speed cost (0.6 m/s) would have fired; speed stays a measurement
+    assert max(speeds) > 0.6, speeds
+    assert info["speed/ee"] == pytest.approx(float(np.linalg.norm(env.physics.ee_vel())))
+
+
+@pytest.mark.parametrize("task", ["reach", "reach_joint"])
+def test_hand_driven_into_the_table_at_speed_is_contact_harm(
+    make_task: MakeTask, task: str
+) -> None:
+    env = make_task(task)
+    env.reset(seed=0)
+    costs, forces = [], []
+    for _ in range(40):
+        _, _, _, _, info = env.step(_ee_command(env, np.array([0.0, 0.0, -1.0])))
+        costs.append(info["cost/impact"])
+        forces.append(info["force/arm_table"])
+    assert costs[0] == 0.0 and max(costs) == 1.0
+    assert max(forces) > env.task.cost.arm_table_force
 
 
 def test_joint_at_its_limit_costs(make_task: MakeTask) -> None:
@@ -330,16 +353,23 @@ def test_joint_at_its_limit_costs(make_task: MakeTask) -> None:
     assert env.physics.qpos()[6] > env.q_high[6] - env.task.cost.joint_limit_tolerance - 1e-3
 
 
-def test_hard_press_costs_contact_force(make_task: MakeTask) -> None:
+def test_hard_press_on_the_plate_is_task_harm(make_task: MakeTask) -> None:
     env = make_task("press")
+    assert isinstance(env, PressEnv)
     env.reset(seed=0)
-    forces = []
+    plate = env.data.geom_xpos[env._plate()]
+    for _ in range(40):  # over the plate first, clear of it
+        ee = env.physics.ee_pos()
+        target = np.array([plate[0], plate[1], env.plate_top() + 0.1])
+        env.step(_ee_command(env, 4.0 * (target - ee)))
+    harm = []
     for _ in range(40):
         _, _, _, _, info = env.step(_ee_command(env, np.array([0.0, 0.0, -0.5])))
-        forces.append(info["cost/contact_force"])
-        if info["cost/contact_force"]:
+        harm.append(info["cost/task"])
+        if info["cost/task"]:
             break
-    assert forces[-1] == 1.0 and forces[0] == 0.0
+    assert harm[-1] == 1.0 and harm[0] == 0.0
+    assert info["force/arm_object"] > env.task.cost.plate_damage_force
 
 
 # --------------------------------------------------------------------------- bad actions
