@@ -263,9 +263,16 @@ class Bundle:
         return module
 
     def spec_for_kinematics(self) -> TaskSpec:
-        """The task spec with its scene pointing at the bundle's copy (for building the model)."""
+        """The task spec with its scene pointing at the bundle's copy (for building the model).
+
+        Without the task's ``[uncertainty]``: the per-episode perception error is a training
+        device (docs/design.md, rule 6); on a robot the map is the one the deployment gives
+        (here the task's nominal obstacles, which the stub's plant also holds).
+        """
+        from safebot.spec import UncertaintySection
+
         robot = self.spec.robot.model_copy(update={"scene": str(self.scene_path)})
-        return self.spec.model_copy(update={"robot": robot})
+        return self.spec.model_copy(update={"robot": robot, "uncertainty": UncertaintySection()})
 
 
 # ----------------------------------------------------------------------------- hashing

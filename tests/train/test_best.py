@@ -35,7 +35,10 @@ class _FakeModel:
 
 
 def _result(success: float, harms: list[float]) -> EvalResult:
-    stats = EvalStats(step=0, episodes=len(harms), success_rate=success, cost_rate=0.0)
+    stats = EvalStats(
+        step=0, episodes=len(harms), success_rate=success, cost_rate=0.0,
+        harm_per_episode=sum(harms) / max(len(harms), 1),
+    )  # fmt: skip
     return EvalResult(stats, 0.0, [{"success": success, "return": 0.0, "cost": h} for h in harms])
 
 
