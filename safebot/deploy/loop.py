@@ -66,3 +66,32 @@ class MaxTracker:
             if ratio[i] > self._ratio[kind]:
                 self._ratio[kind] = float(ratio[i])
                 self.best[kind] = [float(mag[i]), None if lim is None else float(lim[i])]
+
+
+def policy_command(
+    state: RobotState,
+    policy: Policy,
+    safety_filter: SafetyFilter | None,
+    limit: Callable[[RobotState, FloatArray], FloatArray] | None,
+) -> FloatArray:
+    """One cycle's command: ``policy(state)``, the safety filter (on finite commands), then the
+    rate limiter ``limit(state, qd)`` (``None``: no limiting, but a non-finite command still raises).
+
+    Raises:
+        NonFiniteCommand: the command is NaN or inf (nothing of it may be sent).
+        ValueError: the policy or the filter returned the wrong shape.
+    """
+    from safebot.deploy.ratelimit import NonFiniteCommand
+
+    qd = np.asarray(policy(state), dtype=np.float64)
+    if qd.shape != (state.dof,):
+        raise ValueError(f"policy returned shape {qd.shape}, expected ({state.dof},)")
+    if safety_filter is not None and np.isfinite(qd).all():
+        qd = np.asarray(safety_filter(state, qd), dtype=np.float64)
+        if qd.shape != (state.dof,):
+            raise ValueError(f"safety filter returned shape {qd.shape}")
+    if limit is not None:
+        return limit(state, qd)
+    if not np.isfinite(qd).all():
+        raise NonFiniteCommand("policy output is not finite")
+    return qd

@@ -31,7 +31,14 @@ from typing import Any
 import numpy as np
 
 from safebot.deploy.franka.protocol import COMMAND_PORT, ERRORS
-from safebot.deploy.loop import FaultInjection, MaxTracker, Policy, SafetyFilter, SuccessFn
+from safebot.deploy.loop import (
+    FaultInjection,
+    MaxTracker,
+    Policy,
+    SafetyFilter,
+    SuccessFn,
+    policy_command,
+)
 from safebot.deploy.profiles import ControllerProfile, coerce_profile
 from safebot.deploy.ratelimit import NonFiniteCommand, RateLimiter
 from safebot.deploy.report import DeployReport, ExitReason, percentiles
@@ -143,6 +150,8 @@ class _FrankaRun:
         self.profile = profile
         self.host = host
         self.rate_limit = rate_limit
+        # the cycle's rate limiter (policy_command's `limit`); None: commands go out as computed
+        self._limit = self.limit if rate_limit else None
         self.inject = inject or FaultInjection()
         self.limiter = RateLimiter(profile)
         if self.limiter.j_max is not None:
@@ -251,17 +260,7 @@ class _FrankaRun:
                 return True
             t0 = time.perf_counter_ns()
             try:
-                qd = np.asarray(policy(state), dtype=np.float64)
-                if qd.shape != (state.dof,):
-                    raise ValueError(f"policy returned shape {qd.shape}, expected ({state.dof},)")
-                if safety_filter is not None and np.isfinite(qd).all():
-                    qd = np.asarray(safety_filter(state, qd), dtype=np.float64)
-                    if qd.shape != (state.dof,):
-                        raise ValueError(f"safety filter returned shape {qd.shape}")
-                if self.rate_limit:
-                    qd = self.limit(state, qd)
-                elif not np.isfinite(qd).all():
-                    raise NonFiniteCommand("policy output is not finite")
+                qd = policy_command(state, policy, safety_filter, self._limit)
             except NonFiniteCommand:
                 self.end(
                     "nonfinite_command",

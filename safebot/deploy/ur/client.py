@@ -52,6 +52,7 @@ from safebot.deploy.loop import (
     Policy,
     SafetyFilter,
     SuccessFn,
+    policy_command,
 )
 from safebot.deploy.profiles import ControllerProfile, coerce_profile
 from safebot.deploy.ratelimit import FloatArray, NonFiniteCommand, RateLimiter
@@ -194,6 +195,8 @@ class _Run:
         self.stub_timeout_s = stub_timeout_s
         self.inject = inject
         self.rate_limit = rate_limit
+        # the cycle's rate limiter (policy_command's `limit`); None: commands go out as computed
+        self._limit = self._limit_rate if rate_limit else None
         self.report = DeployReport(profile.name, profile.rate_hz, seconds, "completed", "")
         self.report.client = f"ur_rtde {importlib.metadata.version('ur_rtde')}"
         self.s: _Session | None = None
@@ -213,6 +216,10 @@ class _Run:
         self.speedj_us: list[float] = []
 
     # -- helpers ---------------------------------------------------------------------------
+    def _limit_rate(self, state: RobotState, qd: FloatArray) -> FloatArray:
+        """libfranka-style ``limitRate`` against the controller's last command."""
+        return self.limiter(qd, state.dq_d, state.ddq_d)
+
     def end(self, reason: ExitReason, message: str) -> None:
         self.report.exit_reason = reason
         self.report.message = message
@@ -493,17 +500,7 @@ class _Run:
                 return True
             t0 = time.perf_counter_ns()
             try:
-                qd = np.asarray(policy(state), dtype=np.float64)
-                if qd.shape != (state.dof,):
-                    raise ValueError(f"policy returned shape {qd.shape}, expected ({state.dof},)")
-                if safety_filter is not None and np.isfinite(qd).all():
-                    qd = np.asarray(safety_filter(state, qd), dtype=np.float64)
-                    if qd.shape != (state.dof,):
-                        raise ValueError(f"safety filter returned shape {qd.shape}")
-                if self.rate_limit:
-                    qd = self.limiter(qd, state.dq_d, state.ddq_d)
-                elif not np.isfinite(qd).all():
-                    raise NonFiniteCommand("policy output is not finite")
+                qd = policy_command(state, policy, safety_filter, self._limit)
             except NonFiniteCommand:
                 self.end(
                     "nonfinite_command",
