@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from safebot.modes import Algo, PolicyChoice, RewardConstraint, SchedulerChoice, ShieldMode
+from safebot.modes import Algo, Backend, PolicyChoice, RewardConstraint, SchedulerChoice, ShieldMode
 
 app = typer.Typer(
     add_completion=False,
@@ -67,6 +67,10 @@ def _choice(enum: type[StrEnum], help: str) -> Any:
 
 # the run-mode options of `safebot train` (the enums of safebot.modes)
 _AlgoOption = Annotated[Algo | None, _choice(Algo, "the learner (default: the task's train.algo)")]
+_BackendOption = Annotated[
+    Backend | None,
+    _choice(Backend, "SAC's implementation (default: the task's train.backend); PPO is torch"),
+]
 _SchedulerOption = Annotated[
     SchedulerChoice | None,
     _choice(
@@ -112,6 +116,7 @@ def train(
         str, typer.Argument(help="task TOML path or shipped name (reach, push, press, reach_joint)")
     ],
     algo: _AlgoOption = None,
+    backend: _BackendOption = None,
     steps: Annotated[int | None, typer.Option(help="total environment steps")] = None,
     scheduler: _SchedulerOption = None,
     shield: _ShieldOption = None,
@@ -155,6 +160,7 @@ def train(
 
     opts = RunOptions(
         algo=algo,
+        backend=backend,
         steps=steps,
         scheduler=scheduler,
         shield=shield,
@@ -199,32 +205,15 @@ def eval_cmd(
     which: _WhichOption = PolicyChoice.BEST,
 ) -> None:
     """Evaluate a trained run's best (or last) model: success, return, cost, interventions."""
-    from safebot.train import RunDir, evaluate, load_policy, make_env
+    from safebot.train import RunDir, evaluate_run
 
     try:
         selected = RunDir(run_dir).select(_which(which))
-        spec, model = load_policy(run_dir, selected.which)
-        env = make_env(spec, width=selected.width)
+        out = evaluate_run(run_dir, selected.which, episodes=episodes, seed=seed)
     except _user_errors() as err:
         _fail(str(err))
         return
     _note_fallback(which, selected.which)
-    result = evaluate(
-        lambda o: model.predict(o, deterministic=True)[0], env, episodes=episodes, seed=seed
-    )
-    s = result.stats
-    out = {
-        "run": str(run_dir),
-        "episodes": episodes,
-        "success_rate": s.success_rate,
-        "mean_return": result.mean_return,
-        "cost_rate": s.cost_rate,
-        "intervention_rate": s.intervention_rate,
-        "mean_correction": s.mean_correction,
-        "final_width": env.envelope.mean_width(),
-        "which": selected.which.value,
-        "model_step": selected.step,
-    }
     typer.echo(json.dumps(out, indent=2))
     if json_path is not None:
         json_path.write_text(json.dumps(out, indent=2))
@@ -484,6 +473,57 @@ def bench_envs(
     result = run(steps=steps)
     typer.echo(json.dumps(result, indent=2))
     _write_json(result, json_path)
+
+
+@bench_app.command("train")
+def bench_train(
+    out: Annotated[
+        Path, typer.Option(help="output directory (one run per arm; a restart resumes them)")
+    ] = Path("runs/bench_train"),
+    task: Annotated[str, typer.Option(help="task name or TOML path")] = "reach",
+    steps: Annotated[int, typer.Option(min=1, help="training steps per arm")] = 30_000,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    eval_every: Annotated[
+        int | None, typer.Option(min=1, help="steps between held-out evaluations (task default)")
+    ] = None,
+    eval_episodes: Annotated[
+        int | None, typer.Option(min=1, help="episodes per evaluation (task default)")
+    ] = None,
+    final_episodes: Annotated[
+        int, typer.Option(min=1, help="fresh episodes of each arm's best model at the end")
+    ] = 50,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="also copy the report here")
+    ] = None,
+) -> None:
+    """The task's learner against plain SB3-torch SAC+HER, both at once: env steps/s, curves."""
+    import sys
+
+    from safebot.bench.train import bench_train as run
+
+    try:
+        result = run(
+            out,
+            task=task,
+            steps=steps,
+            seed=seed,
+            eval_every=eval_every,
+            eval_episodes=eval_episodes,
+            final_episodes=final_episodes,
+            command="safebot " + " ".join(sys.argv[1:]),
+        )
+    except (*_user_errors(), RuntimeError) as err:
+        _fail(str(err))
+        return
+    r = result.report
+    for name, arm in r["arms"].items():
+        typer.echo(
+            f"{name:8s} {arm['env_steps_per_s']} env steps/s  wall {arm['wall_s']} s  "
+            f"90 % at step {arm['steps_to_90']}  final {arm['final']['success_rate']:.0%} "
+            f"on {arm['final']['episodes']} fresh episodes"
+        )
+    typer.echo(f"ratio (safebot / sb3 env steps per s): {r['ratio_env_steps_per_s']}")
+    _write_json(r, json_path)
 
 
 @bench_app.command("envelope")

@@ -50,6 +50,13 @@ class Algo(StrEnum):
     PPO = "ppo"
 
 
+class Backend(StrEnum):
+    """SAC's implementation: SB3's (torch) or SBX's (JAX); PPO is always SB3's."""
+
+    TORCH = "torch"
+    JAX = "jax"
+
+
 class ShieldMode(StrEnum):
     """Whether the shield projects actions (``off`` passes them through but still reports)."""
 

@@ -28,7 +28,13 @@ from pathlib import Path
 #: a 2-core machine shared with other processes that made ``project_batch`` ~100x
 #: slower (250 µs instead of 2 µs per problem, ``safebot bench kernels``,
 #: docs/benchmarks.md).
-PROCESS_ENV_DEFAULTS: Mapping[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
+#: ``XLA_FLAGS``: JAX (``[train] backend = "jax"``) runs its CPU kernels on one thread, as
+#: torch does with ``[train] torch_threads = 1``: the sweeps run one training run per core,
+#: and a small MLP's update gains nothing from a second thread it would take from a neighbour.
+PROCESS_ENV_DEFAULTS: Mapping[str, str] = {
+    "OMP_WAIT_POLICY": "PASSIVE",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
+}
 
 
 _PACKAGE = Path(__file__).resolve().parent

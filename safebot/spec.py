@@ -258,6 +258,14 @@ class TrainSection(Frozen):
     """
 
     algo: Literal["sac", "ppo"] = "sac"
+    backend: Literal["torch", "jax"] = Field(
+        "torch",
+        description=(
+            "SAC's implementation: SB3 (torch) or SBX (JAX, jit-compiled updates; about 3x the "
+            "steps per second on Reach, docs/benchmarks.md). PPO is always SB3's (torch); "
+            "export is TorchScript either way"
+        ),
+    )
     total_steps: Annotated[int, Field(ge=1)] = 20_000
     n_envs: Annotated[int, Field(ge=1, le=64)] = 1
     seed: Annotated[int, Field(ge=0)] = 0
@@ -355,6 +363,15 @@ class TrainSection(Frozen):
             )
         if (self.bc_weight > 0 or self.bc_pretrain > 0) and self.demo_episodes == 0:
             raise ValueError("bc_weight / bc_pretrain need demo_episodes > 0 (nothing to clone)")
+        if (
+            self.backend == "jax"
+            and self.algo == "sac"
+            and (self.bc_weight > 0 or self.bc_pretrain > 0)
+        ):
+            raise ValueError(
+                "bc_weight / bc_pretrain need backend = 'torch' (behaviour cloning updates "
+                "SB3's torch actor)"
+            )
         return self
 
 

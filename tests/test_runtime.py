@@ -46,13 +46,15 @@ def test_import_safebot_leaves_the_environment_alone() -> None:
 def test_configure_process_sets_only_what_is_unset() -> None:
     env: dict[str, str] = {"NUMBA_CACHE_DIR": "/tmp/nb"}
     keyed = f"/tmp/nb/safebot-{jit_fingerprint()}"
-    assert configure_process(env) == {"OMP_WAIT_POLICY": "PASSIVE", "NUMBA_CACHE_DIR": keyed}
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE", "NUMBA_CACHE_DIR": keyed}
+    single = "--xla_cpu_multi_thread_eigen=false"
+    want = {"OMP_WAIT_POLICY": "PASSIVE", "XLA_FLAGS": single, "NUMBA_CACHE_DIR": keyed}
+    assert configure_process(env) == want
+    assert env == want
     assert configure_process(env) == {}  # idempotent: a child process inherits the keyed path
 
-    users = {"OMP_WAIT_POLICY": "ACTIVE", "NUMBA_CACHE_DIR": keyed}
+    users = {"OMP_WAIT_POLICY": "ACTIVE", "XLA_FLAGS": "", "NUMBA_CACHE_DIR": keyed}
     assert configure_process(users) == {}
-    assert users["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert users["OMP_WAIT_POLICY"] == "ACTIVE" and users["XLA_FLAGS"] == ""
 
 
 def test_the_numba_cache_is_keyed_by_every_jitted_source(

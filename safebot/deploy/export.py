@@ -114,10 +114,14 @@ def policy_module(model: Any) -> tuple[Any, PolicyInfo]:
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
         raise ExportError("action space bounds must be finite")
     policy = model.policy
-    if isinstance(model, SAC):
+    if _is_jax_sac(model):
+        keys = list(obs_space.spaces.keys())  # SBX concatenates the Dict in its key order
+        module: nn.Module = _SquashedMean(*_jax_actor_layers(policy), low, high)
+        algo = "sac"
+    elif isinstance(model, SAC):
         actor = policy.actor
         keys = _check_flatten_extractor(actor.features_extractor, "SAC actor")
-        module: nn.Module = _SquashedMean(actor.latent_pi, actor.mu, low, high)
+        module = _SquashedMean(actor.latent_pi, actor.mu, low, high)
         algo = "sac"
     elif isinstance(model, PPO):
         if policy.use_sde or policy.squash_output:
@@ -140,6 +144,52 @@ def policy_module(model: Any) -> tuple[Any, PolicyInfo]:
         module = _Normalized(module, mean, var, norm.epsilon, norm.clip_obs)
     module = module.to(torch.device("cpu")).eval()
     return module, PolicyInfo(algo, tuple(inputs), low, high)
+
+
+def _is_jax_sac(model: Any) -> bool:
+    """Whether ``model`` is SBX's SAC (``[train] backend = "jax"``), without importing JAX."""
+    return type(model).__module__.startswith("sbx.") and type(model).__name__ == "SAC"
+
+
+def _jax_actor_layers(policy: Any) -> tuple[nn.Module, nn.Module]:
+    """SBX's SAC actor as torch layers: ``(latent, mean head)``, the same weights.
+
+    SBX's ``SquashedGaussianActor`` is ``Dense -> relu`` per ``net_arch`` entry,
+    then a mean head and a log-std head (flax names them ``Dense_0 .. Dense_{n+1}``
+    in call order); its deterministic action is ``tanh(mean)``, the log-std head
+    is not needed. A flax ``Dense`` computes ``x @ kernel + bias``, torch's
+    ``Linear`` ``x @ weight.T + bias``: the kernel goes in transposed.
+
+    Raises:
+        ExportError: another actor class or activation than SBX's default.
+    """
+    from sbx.common.policies import SquashedGaussianActor
+
+    # the activation survives a save/load as a new object: recognise relu by its values
+    probe = np.asarray(policy.activation_fn(np.array([-1.0, 0.5, 2.0], np.float32)))
+    is_relu = np.array_equal(probe, np.array([0.0, 0.5, 2.0], np.float32))
+    if policy.actor_class is not SquashedGaussianActor or not is_relu:
+        raise ExportError(
+            f"SBX actor {policy.actor_class.__name__} with {policy.activation_fn} is not "
+            "supported (export handles SquashedGaussianActor with relu)"
+        )
+    params = policy.actor_state.params["params"]
+    names = sorted(params, key=lambda name: int(name.rsplit("_", 1)[1]))
+    if len(names) != len(policy.net_arch_pi) + 2:
+        raise ExportError(f"SBX actor has layers {names}, expected net_arch + mean + log_std")
+
+    def linear(name: str) -> nn.Linear:
+        kernel = np.asarray(params[name]["kernel"], dtype=np.float32)
+        layer = nn.Linear(*kernel.shape)
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(kernel.T.copy()))
+            layer.bias.copy_(torch.from_numpy(np.array(params[name]["bias"], np.float32)))
+        return layer
+
+    hidden: list[nn.Module] = []
+    for name in names[:-2]:
+        hidden += [linear(name), nn.ReLU()]
+    return nn.Sequential(*hidden), linear(names[-2])
 
 
 class _Normalized(nn.Module):

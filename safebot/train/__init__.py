@@ -43,7 +43,7 @@ from safebot.modes import (
 )
 from safebot.train.best import BestModel
 from safebot.train.callbacks import CheckpointCallback, EnvelopeCallback, ProgressCallback
-from safebot.train.evaluation import EvalResult, evaluate
+from safebot.train.evaluation import EvalResult, evaluate, evaluate_run
 from safebot.train.lagrangian import Lagrange, LagrangeCallback
 from safebot.train.model import NormalizedModel, load_model, load_policy, make_model
 from safebot.train.options import ALGOS, SCHEDULER_CHOICES, RunError, RunOptions, resolve_spec
@@ -95,6 +95,7 @@ __all__ = [
     "ShieldMode",
     "env_factory",
     "evaluate",
+    "evaluate_run",
     "final_width",
     "load_model",
     "load_policy",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,45 @@ def evaluate(
     return EvalResult(stats, float(np.mean(returns)), per_episode)
 
 
+def evaluate_run(
+    run_dir: str | Path, which: Any = "best", *, episodes: int = 50, seed: int = 50_000
+) -> dict[str, Any]:
+    """A trained run's ``which`` model on ``episodes`` fresh episodes (seeds ``seed, seed+1, ...``).
+
+    The model runs at the width it was selected at (the best evaluation's, or the
+    run's final width); training evaluations draw seeds from 10 000 up, so the
+    default 50 000 is held out from every one of them. ``safebot eval`` prints this.
+
+    Raises:
+        RunError: no such run, or a damaged model.
+    """
+    from safebot.train.model import load_policy
+    from safebot.train.rundir import RunDir
+    from safebot.train.wrappers import make_env
+
+    selected = RunDir(run_dir).select(which)
+    spec, model = load_policy(run_dir, selected.which)
+    env = make_env(spec, width=selected.width)
+    result = evaluate(
+        lambda o: model.predict(o, deterministic=True)[0], env, episodes=episodes, seed=seed
+    )
+    env.close()
+    s = result.stats
+    return {
+        "run": str(run_dir),
+        "episodes": episodes,
+        "success_rate": s.success_rate,
+        "harm_per_episode": s.harm_per_episode,
+        "mean_return": result.mean_return,
+        "cost_rate": s.cost_rate,
+        "intervention_rate": s.intervention_rate,
+        "mean_correction": s.mean_correction,
+        "final_width": env.envelope.mean_width(),
+        "which": selected.which.value,
+        "model_step": selected.step,
+    }
+
+
 def _normalised_margins(env: Shield, margins: dict[str, float]) -> dict[str, float]:
     # margins in [0, 1] of each limit's start-to-cap range, as EvalStats documents
     out = {}
@@ -87,4 +127,4 @@ def _normalised_margins(env: Shield, margins: dict[str, float]) -> dict[str, flo
     return out
 
 
-__all__ = ["EvalResult", "evaluate"]
+__all__ = ["EvalResult", "evaluate", "evaluate_run"]

@@ -42,11 +42,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch as th
-from stable_baselines3 import HerReplayBuffer
-from stable_baselines3.common.buffers import DictReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.type_aliases import DictReplayBufferSamples
+
+from safebot.train.buffers import HarmStore, info_column
 
 
 class Lagrange:
@@ -113,84 +111,6 @@ class Lagrange:
         self.last_harm = float(state.get("last_harm", float("nan")))
 
 
-def _costs(infos: list[dict[str, Any]]) -> np.ndarray:
-    return np.array([float(i.get("cost", 0.0)) for i in infos], dtype=np.float32)
-
-
-class _HarmStore:
-    """The mix-in of both buffers: harm stored at ``add``, ``lambda * harm`` subtracted at sampling."""
-
-    #: the current multiplier; :class:`LagrangeCallback` sets it after every update
-    lagrangian_lambda: float = 0.0
-    harm: np.ndarray
-
-    def _init_harm(self, buffer_size: int, n_envs: int) -> None:
-        self.harm = np.zeros((buffer_size, n_envs), dtype=np.float32)
-        self.lagrangian_lambda = 0.0
-
-    def _penalise(
-        self, samples: DictReplayBufferSamples, batch: np.ndarray, envs: np.ndarray
-    ) -> DictReplayBufferSamples:
-        # rewards come back (n, 1); the penalty of each sampled transition is its own step's harm
-        harm = self.harm[batch, envs].reshape(-1, 1)
-        penalty = th.as_tensor(self.lagrangian_lambda * harm, device=samples.rewards.device)
-        return samples._replace(rewards=samples.rewards - penalty.to(samples.rewards.dtype))
-
-
-class LagrangianReplayBuffer(_HarmStore, DictReplayBuffer):
-    """SB3's Dict replay buffer (SAC without HER) that prices harm at the current lambda."""
-
-    def __init__(self, buffer_size: int, *args: Any, **kwargs: Any) -> None:
-        super().__init__(buffer_size, *args, **kwargs)
-        self._init_harm(self.buffer_size, self.n_envs)
-
-    def add(self, obs: Any, next_obs: Any, action: Any, reward: Any, done: Any, infos: Any) -> None:
-        self.harm[self.pos] = _costs(infos)
-        super().add(obs, next_obs, action, reward, done, infos)
-
-    def _get_samples(  # type: ignore[override]
-        self, batch_inds: np.ndarray, env: Any = None
-    ) -> DictReplayBufferSamples:
-        # SB3 draws the env index of each sample inside _get_samples with np.random; draw the same
-        # numbers from the same state first, so the harm looked up belongs to the transitions
-        # SB3 returns (checked with n_envs > 1 in tests/train/test_lagrangian.py); it is SB3's
-        # legacy global RNG, hence the legacy calls
-        state = np.random.get_state()  # noqa: NPY002
-        envs = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))  # noqa: NPY002
-        np.random.set_state(state)  # noqa: NPY002
-        samples = super()._get_samples(batch_inds, env)
-        return self._penalise(samples, batch_inds, envs)
-
-
-class LagrangianHerReplayBuffer(_HarmStore, HerReplayBuffer):
-    """SB3's HER buffer whose real *and* relabelled samples pay ``lambda * harm`` of their step."""
-
-    def __init__(self, buffer_size: int, *args: Any, **kwargs: Any) -> None:
-        super().__init__(buffer_size, *args, **kwargs)
-        self._init_harm(self.buffer_size, self.n_envs)
-
-    def add(self, obs: Any, next_obs: Any, action: Any, reward: Any, done: Any, infos: Any) -> None:  # type: ignore[override]
-        self.harm[self.pos] = _costs(infos)
-        super().add(obs, next_obs, action, reward, done, infos)
-
-    def _get_real_samples(
-        self, batch_indices: np.ndarray, env_indices: np.ndarray, env: Any = None
-    ) -> DictReplayBufferSamples:
-        samples = super()._get_real_samples(batch_indices, env_indices, env)
-        return self._penalise(samples, batch_indices, env_indices)
-
-    def _get_virtual_samples(
-        self, batch_indices: np.ndarray, env_indices: np.ndarray, env: Any = None
-    ) -> DictReplayBufferSamples:
-        samples = super()._get_virtual_samples(batch_indices, env_indices, env)
-        return self._penalise(samples, batch_indices, env_indices)
-
-
-def lagrangian_buffer_class(her: bool) -> type:
-    """The replay buffer class of a Lagrangian SAC run."""
-    return LagrangianHerReplayBuffer if her else LagrangianReplayBuffer
-
-
 class LagrangeCallback(BaseCallback):
     """Sum each training episode's harm, update lambda once per rollout, apply it.
 
@@ -222,7 +142,7 @@ class LagrangeCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         assert self._running is not None
-        harm = _costs(self.locals["infos"])
+        harm = info_column(self.locals["infos"], "cost")
         if self._rollout_harm is not None:
             # on_step runs before the rollout buffer adds this step, at index ``pos``
             self._rollout_harm[self._rollout_buffer().pos] = harm
@@ -246,7 +166,7 @@ class LagrangeCallback(BaseCallback):
 
     def _apply_to_buffer(self) -> None:
         buffer = getattr(self.model, "replay_buffer", None)
-        if isinstance(buffer, _HarmStore):
+        if isinstance(buffer, HarmStore):
             buffer.lagrangian_lambda = self.lagrange.value
 
     def _penalise_rollout(self) -> None:
@@ -262,7 +182,4 @@ class LagrangeCallback(BaseCallback):
 __all__ = [
     "Lagrange",
     "LagrangeCallback",
-    "LagrangianHerReplayBuffer",
-    "LagrangianReplayBuffer",
-    "lagrangian_buffer_class",
 ]

@@ -15,23 +15,47 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from safebot.modes import PolicyChoice
 from safebot.spec import TaskSpec
-from safebot.train.lagrangian import lagrangian_buffer_class
+from safebot.train.buffers import buffer_class
 from safebot.train.options import RunError
 from safebot.train.rundir import RunDir
 from safebot.train.wrappers import make_env
 
 
-def make_model(
-    spec: TaskSpec, vec: Any, run_dir: Path, *, shaped: bool = False, lagrangian: bool = False
-) -> Any:
+def learner_class(spec: TaskSpec) -> Any:
+    """The learner of ``[train] algo`` and ``backend``: SB3's PPO or SAC, or SBX's SAC (JAX).
+
+    SBX (the Stable-Baselines3 team's JAX implementation) has SB3's API, buffers,
+    callbacks and save format; it jit-compiles a whole update and runs the
+    ``gradient_steps`` of one rollout in one call (docs/design.md, "Learners").
+
+    Raises:
+        RunError: ``backend = "jax"`` and SBX or JAX is not installed.
+    """
+    if spec.train.algo == "ppo":
+        return PPO
+    if spec.train.backend == "torch":
+        return SAC
+    try:
+        from sbx import SAC as JaxSAC
+    except ImportError as err:
+        raise RunError(
+            f"[train] backend = 'jax' needs SBX and JAX ({err}); install them with "
+            "pip install sbx-rl==0.28.0, or set backend = 'torch'"
+        ) from None
+    return JaxSAC
+
+
+def make_model(spec: TaskSpec, vec: Any, run_dir: Path, *, stock_her: bool = False) -> Any:
     """A fresh SB3 learner of ``[train]`` on ``vec``, logging TensorBoard to ``run_dir/tb``.
 
+    SAC's replay buffer keeps each transition's harm and shield correction
+    (:mod:`safebot.train.buffers`), so HER's relabelled rewards keep their
+    shaping and a Lagrangian run prices harm at the current lambda; PPO needs
+    nothing here (its Lagrangian callback re-penalises each rollout).
+
     Args:
-        shaped: the reward reads ``info`` (cost, shield correction), so HER must
-            copy the info dicts to relabel rewards.
-        lagrangian: SAC stores each transition's harm in its replay buffer and
-            pays ``lambda * harm`` at sampling (:mod:`safebot.train.lagrangian`);
-            PPO needs nothing here (its callback re-penalises each rollout).
+        stock_her: SB3's own ``HerReplayBuffer`` copying whole info dicts instead
+            (``safebot bench train``'s plain-SB3 baseline; no Lagrangian pricing).
     """
     t = spec.train
     common: dict[str, Any] = {
@@ -54,17 +78,18 @@ def make_model(
             "gradient_steps": t.gradient_steps,
             "ent_coef": t.ent_coef,
         }
-        if lagrangian:
-            kwargs["replay_buffer_class"] = lagrangian_buffer_class(t.her)
+        # harm and shield correction kept per transition: relabelled rewards keep their
+        # shaping and the Lagrangian prices harm (safebot.train.buffers)
+        kwargs["replay_buffer_class"] = buffer_class(t.her)
         if t.her:
-            kwargs.setdefault("replay_buffer_class", HerReplayBuffer)
             kwargs["replay_buffer_kwargs"] = {
                 "n_sampled_goal": t.her_goals,
                 "goal_selection_strategy": "future",
-                # reward shaping reads info (cost, shield correction): HER must keep it for relabelling
-                "copy_info_dict": shaped,
             }
-        return SAC(**common, **kwargs)
+        if t.her and stock_her:
+            kwargs["replay_buffer_class"] = HerReplayBuffer
+            kwargs["replay_buffer_kwargs"]["copy_info_dict"] = True
+        return learner_class(spec)(**common, **kwargs)
     n_steps = t.n_steps
     batch = min(t.batch_size, n_steps * t.n_envs)
     return PPO(**common, n_steps=n_steps, batch_size=batch, n_epochs=t.n_epochs)
@@ -76,7 +101,7 @@ def load_model(spec: TaskSpec, path: Path, env: Any) -> Any:
     Raises:
         RunError: the file is missing, damaged or not a model of ``[train] algo``.
     """
-    cls = SAC if spec.train.algo == "sac" else PPO
+    cls = learner_class(spec)
     try:
         return cls.load(path, env=env, device="cpu")
     except Exception as err:  # SB3 raises many types for a damaged zip
@@ -178,6 +203,7 @@ def load_policy(
 
 __all__ = [
     "NormalizedModel",
+    "learner_class",
     "load_model",
     "load_normalizer",
     "load_policy",

@@ -10,6 +10,7 @@ from safebot.config import parse_model
 from safebot.modes import (
     LEGACY_SCHEDULERS,
     Algo,
+    Backend,
     RewardConstraint,
     RunMode,
     SchedulerChoice,
@@ -41,6 +42,7 @@ class RunOptions:
     """
 
     algo: Algo | str | None = None
+    backend: Backend | str | None = None
     steps: int | None = None
     scheduler: SchedulerChoice | SchedulerKind | str | None = None
     width: float | None = None
@@ -82,6 +84,8 @@ class RunOptions:
         """Raises RunError naming the first bad option."""
         if self.algo is not None and self.algo not in ALGOS:
             raise RunError(f"unknown algorithm {self.algo!r}; choose one of {', '.join(ALGOS)}")
+        if self.backend is not None and self.backend not in set(Backend):
+            raise RunError(f"unknown backend {self.backend!r}; choose one of torch, jax")
         self.mode()
         for name in ("steps", "n_envs", "eval_every", "eval_episodes", "checkpoint_every"):
             v = getattr(self, name)
@@ -149,6 +153,7 @@ def resolve_spec(spec: TaskSpec, opts: RunOptions) -> TaskSpec:
     opts.validate()
     overrides = {
         "algo": None if opts.algo is None else str(opts.algo),
+        "backend": None if opts.backend is None else str(opts.backend),
         "total_steps": opts.steps,
         "seed": opts.seed,
         "n_envs": opts.n_envs,

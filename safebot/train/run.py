@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,6 @@ from safebot.train.options import RunError, RunOptions, resolve_spec
 from safebot.train.rundir import Checkpoint, RunDir
 from safebot.train.wrappers import (
     env_factory,
-    is_shaped,
     make_env,
     make_vec_env,
     normalise_observations,
@@ -62,6 +62,9 @@ class _Session:
     vec: Any
     env_cb: EnvelopeCallback
     lagrange: Lagrange | None = None
+    #: builds the fresh learner (``spec, vec, run_dir -> model``); ``safebot bench train``
+    #: passes its plain-SB3 baseline here, everything else about the run stays the same
+    model_factory: Callable[[TaskSpec, Any, Path], Any] = make_model
 
     @property
     def start_width(self) -> Any:
@@ -76,8 +79,12 @@ def train(
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
+    model_factory: Callable[[TaskSpec, Any, Path], Any] = make_model,
 ) -> RunResult:
     """Train a shielded policy; :mod:`safebot.train.rundir` lists what the run directory holds.
+
+    ``model_factory`` builds the fresh learner (default :func:`make_model`, the
+    ``[train]`` recipe); a resumed run loads the saved model whatever built it.
 
     Raises:
         RunError: bad options, an existing run directory without ``resume``/``force``,
@@ -91,6 +98,7 @@ def train(
 
     torch.set_num_threads(spec.train.torch_threads)
     s = _build(run, spec, mode, reward_penalty(mode.constraint, opts.cost_penalty))
+    s.model_factory = model_factory
     ckpt = run.latest_checkpoint() if resume else None
     if ckpt is not None:
         model, demos = _restore(s, ckpt)
@@ -208,15 +216,8 @@ def _restore(s: _Session, ckpt: Checkpoint) -> tuple[Any, DemoSet | None]:
 def _start(s: _Session, progress: bool) -> tuple[Any, DemoSet | None]:
     """A fresh learner (after the demonstrations, when the task has them) and ``config.toml``."""
     s.run.metrics.unlink(missing_ok=True)
-    correction = s.spec.train.correction_penalty if s.mode.shielded else 0.0
     s.vec = normalise_observations(s.vec, s.spec, s.eval_env)
-    model = make_model(
-        s.spec,
-        s.vec,
-        s.run.root,
-        shaped=is_shaped(s.penalty, correction),
-        lagrangian=s.lagrange is not None,
-    )
+    model = s.model_factory(s.spec, s.vec, s.run.root)
     demos = _demonstrate(s, model, progress) if s.spec.train.demo_episodes > 0 else None
     s.run.write_config(s.spec, _run_table(s.spec, s.mode))
     return model, demos

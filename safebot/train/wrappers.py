@@ -6,7 +6,7 @@ every consumer runs the same shield (docs/design.md, rule 7).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -55,15 +55,17 @@ class ShapedReward(gym.Wrapper[Any, Any, Any, Any]):
         self.correction_penalty = correction_penalty
 
     def _shaping(self, info: Any) -> Any:
-        def one(i: dict[str, Any]) -> float:
-            corr = float(i.get("shield/correction", 0.0))
-            return self.cost_penalty * float(i["cost"]) + self.correction_penalty * (
-                corr if np.isfinite(corr) else 0.0
-            )
-
-        if isinstance(info, dict):
-            return one(info)
-        return np.array([one(i) for i in info])
+        """The penalty of one step's info, of columns of many (a dict of arrays, as
+        :class:`~safebot.train.buffers.HarmHerReplayBuffer` passes), or of a list of infos."""
+        if isinstance(info, Mapping):
+            cost = np.asarray(info["cost"], dtype=np.float64)
+            corr = np.asarray(info.get("shield/correction", 0.0), dtype=np.float64)
+        else:
+            cost = np.array([float(i["cost"]) for i in info])
+            corr = np.array([float(i.get("shield/correction", 0.0)) for i in info])
+        corr = np.where(np.isfinite(corr), corr, 0.0)
+        penalty = self.cost_penalty * cost + self.correction_penalty * corr
+        return float(penalty) if penalty.ndim == 0 else penalty
 
     def step(self, action: Any) -> Any:
         obs, r, term, trunc, info = self.env.step(action)
@@ -88,7 +90,7 @@ def reward_penalty(constraint: RewardConstraint, cost_penalty: float) -> float |
 
 
 def is_shaped(penalty: float | None, correction: float) -> bool:
-    """Whether the training reward reads ``info`` (then HER must keep the info dicts)."""
+    """Whether the training reward reads ``info`` (cost, shield correction)."""
     return penalty is not None or correction > 0
 
 

@@ -17,11 +17,8 @@ from safebot.config import SpecError, parse_model
 from safebot.envs.base import ArmTaskEnv
 from safebot.spec import TaskSpec, load_task
 from safebot.train import Lagrange, RunError, RunOptions, make_env, train
-from safebot.train.lagrangian import (
-    LagrangeCallback,
-    LagrangianHerReplayBuffer,
-    LagrangianReplayBuffer,
-)
+from safebot.train.buffers import HarmHerReplayBuffer, HarmReplayBuffer
+from safebot.train.lagrangian import LagrangeCallback
 
 TINY = {"eval_every": 64, "eval_episodes": 1, "checkpoint_every": 64}
 
@@ -110,7 +107,7 @@ def _sample_twice(buffer: Any, lam: float, batch: int) -> tuple[Any, Any]:
 def test_her_relabelled_and_real_samples_both_pay_the_current_lambda_times_their_harm() -> None:
     spec = load_task("reach")
     vec = DummyVecEnv([lambda: make_env(spec)])
-    buffer = LagrangianHerReplayBuffer(
+    buffer = HarmHerReplayBuffer(
         500, vec.observation_space, vec.action_space, env=vec, n_sampled_goal=4
     )
     _fill(buffer, vec, 3 * spec.robot.max_episode_steps)
@@ -133,10 +130,48 @@ def test_her_relabelled_and_real_samples_both_pay_the_current_lambda_times_their
     vec.close()
 
 
+def test_columnar_her_relabels_shaped_rewards_exactly_as_sb3_with_copied_infos() -> None:
+    """HarmHerReplayBuffer keeps two numbers per step instead of SB3's deep-copied info dicts
+    (70 % of a SAC+HER step on Reach); the relabelled shaped rewards must not change."""
+    from stable_baselines3 import HerReplayBuffer
+
+    from safebot.train.wrappers import ShapedReward
+
+    spec = load_task("reach")
+
+    def env() -> Any:
+        return ShapedReward(make_env(spec), cost_penalty=0.7, correction_penalty=0.3)
+
+    vec = DummyVecEnv([env])
+    ours = HarmHerReplayBuffer(500, vec.observation_space, vec.action_space, env=vec)
+    theirs = HerReplayBuffer(
+        500, vec.observation_space, vec.action_space, env=vec, copy_info_dict=True
+    )
+    rng = np.random.default_rng(0)
+    obs = vec.reset()
+    for _ in range(3 * spec.robot.max_episode_steps):
+        action = rng.uniform(-1, 1, size=(1, *vec.action_space.shape)).astype(np.float32)
+        next_obs, reward, done, infos = vec.step(action)
+        infos = [{**infos[0], "cost": abs(float(action[0, 0]))}]  # harm varies per step
+        for buffer in (ours, theirs):
+            buffer.add(obs, next_obs, action, reward, done, infos)
+        obs = next_obs
+    corrections = ours.columns["shield/correction"][:150]
+    assert np.count_nonzero(corrections) > 10, "the shield never corrected: nothing is tested"
+    _seed_sb3()
+    got = ours.sample(256, env=None)
+    _seed_sb3()
+    want = theirs.sample(256, env=None)
+    np.testing.assert_allclose(got.rewards.numpy(), want.rewards.numpy(), rtol=1e-6, atol=1e-6)
+    for key in want.observations:
+        np.testing.assert_array_equal(got.observations[key], want.observations[key])
+    vec.close()
+
+
 def test_plain_replay_prices_the_harm_of_the_env_each_sample_came_from() -> None:
     spec = load_task("reach")
     vec = DummyVecEnv([lambda: make_env(spec), lambda: make_env(spec)])
-    buffer = LagrangianReplayBuffer(300, vec.observation_space, vec.action_space, n_envs=2)
+    buffer = HarmReplayBuffer(300, vec.observation_space, vec.action_space, n_envs=2)
     _fill(buffer, vec, 60)
     free, priced = _sample_twice(buffer, 4.0, 128)
     harm = np.abs(priced.actions[:, :1].numpy()) + 0.5
@@ -239,7 +274,7 @@ def test_ppo_lag_penalises_each_rollout_with_the_lambda_updated_from_it(
     harm["per_step"] = 0.3
     spec = _lagrangian_reach(algo="ppo", n_steps=100, batch_size=50, n_epochs=1)
     vec = make_vec_env(spec, width=0.0, shielded=True)
-    model = make_model(spec, vec, tmp_path, lagrangian=True)
+    model = make_model(spec, vec, tmp_path)
     lag = Lagrange(spec.train.cost_limit, spec.train.lagrangian_lr)
     check = _RolloutCheck(lag)
     model.learn(200, callback=[LagrangeCallback(lag), check])
