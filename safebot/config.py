@@ -58,6 +58,11 @@ def load_model(path: str | Path, model: type[M]) -> M:
         SpecError: the file is missing, not valid TOML, or fails validation; the
             message names the file and each offending key.
     """
+    return parse_model(read_toml(path), model, str(path))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML file (SpecError naming the file when missing or malformed)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -69,7 +74,7 @@ def load_model(path: str | Path, model: type[M]) -> M:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"{path}: invalid TOML: {err}") from None
-    return parse_model(data, model, str(path))
+    return data
 
 
 def _without_none(value: Any) -> Any:

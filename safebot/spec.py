@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from safebot.config import Frozen, SpecError, load_model, parse_model  # re-exported
+from safebot.config import Frozen, SpecError, load_model, parse_model, read_toml  # re-exported
 
 __all__ = [
     "Frozen",
@@ -21,7 +21,9 @@ __all__ = [
     "UncertaintySection",
     "load_model",
     "load_task",
+    "merge_tables",
     "parse_model",
+    "read_toml",
 ]
 
 # --------------------------------------------------------------------------- task spec
@@ -462,12 +464,62 @@ def _as_list(v: float | list[float]) -> list[float]:
 
 
 def load_task(path_or_name: str | Path) -> TaskSpec:
-    """Load a task spec from a path or a shipped name (``"reach"`` -> ``tasks/reach.toml``)."""
+    """Load a task spec from a path or a shipped name (``"reach"`` -> ``tasks/reach.toml``).
+
+    A file may start with ``extends = "<task name or path>"``: it is then that
+    task with this file's keys on top (:func:`merge_tables`); a relative path is
+    looked up beside the extending file first.
+    """
     from safebot.resources import resolve
 
     try:
         path = resolve("tasks", path_or_name)
     except FileNotFoundError as err:
         raise SpecError(str(err)) from None
-    spec = load_model(path, TaskSpec)
+    spec = parse_model(_task_tables(path, ()), TaskSpec, str(path))
     return spec.model_copy(update={"source": str(path)})
+
+
+def _task_tables(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The tables of the task file ``path`` with what it ``extends`` merged beneath."""
+    from safebot.resources import resolve
+
+    data = read_toml(path)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise SpecError(f"{path}: extends must be a task name or path, got {base!r}")
+    beside = path.parent / base
+    try:
+        base_path = beside.resolve() if beside.is_file() else resolve("tasks", base)
+    except FileNotFoundError as err:
+        raise SpecError(f"{path}: extends: {err}") from None
+    if base_path in (*chain, path):
+        names = " -> ".join(p.name for p in (*chain, path, base_path))
+        raise SpecError(f"{path}: extends forms a cycle: {names}")
+    return merge_tables(_task_tables(base_path, (*chain, path)), data)
+
+
+def merge_tables(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, table by table: keys ``over`` gives win, the rest stay.
+
+    A table with a ``kind`` (``[scheduler]``) of another kind replaces the base's
+    whole table, since the other kind's keys would not be valid in it.
+
+    Example:
+        >>> merge_tables({"train": {"algo": "sac", "seed": 1}}, {"train": {"algo": "ppo"}})
+        {'train': {'algo': 'ppo', 'seed': 1}}
+    """
+    out = dict(base)
+    for key, value in over.items():
+        below = out.get(key)
+        replaces = isinstance(value, dict) and value.get("kind", None) not in (
+            None,
+            below.get("kind") if isinstance(below, dict) else None,
+        )
+        if isinstance(value, dict) and isinstance(below, dict) and not replaces:
+            out[key] = merge_tables(below, value)
+        else:
+            out[key] = value
+    return out

@@ -363,3 +363,49 @@ def test_her_learning_cannot_start_before_the_first_episode_ends(starts: int) ->
     assert parse_model(data, TaskSpec, "reach").train.learning_starts == starts
     data["train"].update(demo_episodes=0, learning_starts=50)
     parse_model(data, TaskSpec, "reach")
+
+
+# ----------------------------------------------------------------------------- extends
+
+
+def test_a_task_that_extends_another_is_that_task_with_its_own_keys_on_top(tmp_path: Path) -> None:
+    child = tmp_path / "child.toml"
+    child.write_text(
+        'extends = "reach"\n[task]\nname = "child"\n[train]\nalgo = "ppo"\n'
+        '[scheduler]\nkind = "static"\nwidth = 0.5\n'
+    )
+    spec, reach = load_task(child), load_task("reach")
+    assert spec.task.name == "child" and spec.task.kind == reach.task.kind
+    assert spec.train.algo == "ppo" and spec.train.net_arch == reach.train.net_arch  # merged
+    assert spec.limits == reach.limits and spec.robot == reach.robot
+    # another scheduler kind replaces the table: competence's keys would be invalid in it
+    assert spec.scheduler.kind == "static" and spec.scheduler.width == 0.5
+
+
+def test_the_shipped_ppo_recipe_is_reach_with_an_on_policy_learner() -> None:
+    ppo, reach = load_task("reach_ppo"), load_task("reach")
+    assert (ppo.train.algo, ppo.reward.type, ppo.train.n_envs) == ("ppo", "dense", 4)
+    assert ppo.limits == reach.limits and ppo.cost == reach.cost
+    assert ppo.uncertainty == reach.uncertainty and ppo.scheduler == reach.scheduler
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('extends = "nowhere"\n', r"child\.toml: extends: task file 'nowhere' not found"),
+        ("extends = 3\n", r"child\.toml: extends must be a task name or path, got 3"),
+        ('extends = "child.toml"\n', r"extends forms a cycle: child\.toml -> child\.toml"),
+    ],
+)
+def test_a_bad_extends_names_the_file(tmp_path: Path, text: str, match: str) -> None:
+    child = tmp_path / "child.toml"
+    child.write_text(text)
+    with pytest.raises(SpecError, match=match):
+        load_task(child)
+
+
+def test_an_extended_file_is_validated_like_any_other(tmp_path: Path) -> None:
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "reach"\n[train]\nalgoo = "ppo"\n')
+    with pytest.raises(SpecError, match=r"child\.toml.*train\.algoo"):
+        load_task(child)

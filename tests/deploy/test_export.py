@@ -24,16 +24,21 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """``tiny_run(algo)``: a 128-step reach run, trained once per module and algorithm."""
+    """``tiny_run(name)``: a 128-step reach run, trained once per module and learner.
+
+    ``name`` is ``algo`` (the task's backend: SBX's JAX SAC for Reach) or
+    ``algo-backend`` (``sac-torch``: SB3's torch SAC).
+    """
     runs: dict[str, Path] = {}
 
-    def get(algo: str) -> Path:
-        if algo not in runs:
-            out = tmp_path_factory.mktemp(f"run_{algo}") / "run"
-            opts = RunOptions(**{**TINY.__dict__, "algo": algo})
+    def get(name: str) -> Path:
+        if name not in runs:
+            algo, _, backend = name.partition("-")
+            out = tmp_path_factory.mktemp(f"run_{name}") / "run"
+            opts = RunOptions(**{**TINY.__dict__, "algo": algo, "backend": backend or None})
             run_train("reach", opts, out=out, progress=False)
-            runs[algo] = out
-        return runs[algo]
+            runs[name] = out
+        return runs[name]
 
     return get
 
@@ -51,16 +56,22 @@ def _flip_byte(path: Path, offset: int = 100) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("algo", ["sac", pytest.param("ppo", marks=pytest.mark.slow)])
-def test_torchscript_matches_sb3_predict(
-    tiny_run: Callable[[str], Path], tmp_path: Path, algo: str
+@pytest.mark.parametrize(
+    "learner", ["sac", "sac-torch", pytest.param("ppo", marks=pytest.mark.slow)]
+)
+def test_torchscript_matches_the_trained_policys_predict(
+    tiny_run: Callable[[str], Path], tmp_path: Path, learner: str
 ) -> None:
-    run = tiny_run(algo)
+    run = tiny_run(learner)
+    algo = learner.partition("-")[0]
     result = export_run(run, tmp_path / "b")
     assert result.max_abs_error <= EXPORT_TOLERANCE
     b = load_bundle(tmp_path / "b")  # verified from disk, not the export's objects
     module = b.load_module()
     _, model = load_policy(run)
+    assert type(model).__module__.split(".")[0] == (
+        "sbx" if learner == "sac" else "stable_baselines3"
+    )
     # the input order is SB3's: CombinedExtractor over the (sorted) Dict keys
     keys = [k for k, _ in b.policy.inputs]
     assert (
