@@ -512,7 +512,10 @@ def bench_train(
             final_episodes=final_episodes,
             command="safebot " + " ".join(sys.argv[1:]),
         )
-    except (*_user_errors(), RuntimeError) as err:
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    except RuntimeError as err:  # an arm failed: the message names it
         _fail(str(err))
         return
     r = result.report
