@@ -529,6 +529,52 @@ def bench_train(
     _write_json(r, json_path)
 
 
+@bench_app.command("learners")
+def bench_learners(
+    out: Annotated[
+        Path, typer.Option(help="run directories, one per task and seed (a restart resumes)")
+    ] = Path("runs/learners"),
+    tasks: Annotated[
+        str, typer.Option(help="comma-separated task names or TOML paths")
+    ] = "reach,reach_ppo,push,press",
+    seeds: Annotated[int, typer.Option(min=1, help="seeds 0..N-1 per task")] = 3,
+    workers: Annotated[int, typer.Option(min=1, help="runs at once")] = 1,
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="training steps per run (task default)")
+    ] = None,
+    final_episodes: Annotated[int, typer.Option(min=1, help="fresh episodes per run")] = 50,
+    results: Annotated[
+        Path | None, typer.Option(help="also write summary.json and report.json here")
+    ] = None,
+) -> None:
+    """Each task's shipped recipe on several seeds: best model's success on fresh episodes."""
+    import sys
+
+    from safebot.bench.learners import bench_learners as run
+
+    names = tuple(t.strip() for t in tasks.split(",") if t.strip())
+    try:
+        report = run(
+            out,
+            tasks=names,
+            seeds=tuple(range(seeds)),
+            workers=workers,
+            steps=steps,
+            final_episodes=final_episodes,
+            results=results,
+            command="safebot " + " ".join(sys.argv[1:]),
+        )
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    for name, goal in report["goals"].items():
+        typer.echo(f"{name}: goal {goal}")
+    if report["failed"]:
+        for name, why in report["failed"].items():
+            typer.secho(f"failed: {name}: {why}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
 @bench_app.command("envelope")
 def bench_envelope(
     out: Annotated[Path, typer.Option(help="output directory (a restart skips finished runs)")],

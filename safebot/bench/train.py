@@ -88,39 +88,47 @@ def steps_to(curve: list[tuple[int, float]], level: float) -> int | None:
     return next((step for step, success in curve if success >= level), None)
 
 
-def run_arm(run: ArmRun) -> dict[str, Any]:
-    """Train (or resume, or read back) one arm; its throughput, curve and final evaluation."""
-    from safebot.train import RunOptions, evaluate_run, make_model, train
+def timed_train(run_dir: Path, spec: Any, opts: Any, model_factory: Any = None) -> dict[str, float]:
+    """Train ``spec`` into ``run_dir`` (resume it, or leave a finished run alone); its timing.
 
-    run_dir = Path(run.run_dir)
+    The wall time of every sitting that trained is summed in
+    ``run_dir/bench_timing.json``, so a run resumed across sittings reports the
+    time it trained, not the time since its last restart.
+    """
+    from safebot.train import make_model, train
+
     timing = run_dir / "bench_timing.json"
     done = json.loads(timing.read_text()) if timing.is_file() else {"wall_s": 0.0, "sittings": 0}
-    if not (run_dir / "summary.json").is_file():
-        resume = (run_dir / "config.toml").is_file()
-        opts = RunOptions(
-            steps=run.steps,
-            seed=run.seed,
-            eval_every=run.eval_every,
-            eval_episodes=run.eval_episodes,
-        )
-        factory = functools.partial(make_model, stock_her=ARMS[run.arm][1])
-        t0 = time.perf_counter()
-        train(
-            arm_spec(run.task, run.arm),
-            opts,
-            out=run_dir,
-            resume=resume,
-            force=not resume,
-            progress=False,
-            model_factory=factory,
-        )
-        done = {
-            "wall_s": done["wall_s"] + time.perf_counter() - t0,
-            "sittings": done["sittings"] + 1,
-        }
-        atomic_write(timing, json.dumps(done))
+    if (run_dir / "summary.json").is_file():
+        return done
+    resume = (run_dir / "config.toml").is_file()
+    t0 = time.perf_counter()
+    train(
+        spec,
+        opts,
+        out=run_dir,
+        resume=resume,
+        force=not resume,
+        progress=False,
+        model_factory=model_factory or make_model,
+    )
+    done = {"wall_s": done["wall_s"] + time.perf_counter() - t0, "sittings": done["sittings"] + 1}
+    atomic_write(timing, json.dumps(done))
+    return done
+
+
+def run_arm(run: ArmRun) -> dict[str, Any]:
+    """Train (or resume, or read back) one arm; its throughput, curve and final evaluation."""
+    from safebot.train import RunOptions, evaluate_run, make_model
+
+    run_dir = Path(run.run_dir)
+    opts = RunOptions(
+        steps=run.steps, seed=run.seed, eval_every=run.eval_every, eval_episodes=run.eval_episodes
+    )
+    factory = functools.partial(make_model, stock_her=ARMS[run.arm][1])
+    done = timed_train(run_dir, arm_spec(run.task, run.arm), opts, factory)
     summary = json.loads((run_dir / "summary.json").read_text())
-    steps = int(summary.get("steps", run.steps))
+    steps = int(summary["step"])
     curve = success_curve(run_dir / "metrics.csv")
     final = evaluate_run(run_dir, "best", episodes=run.final_episodes)
     return {
@@ -223,4 +231,5 @@ __all__ = [
     "run_arm",
     "steps_to",
     "success_curve",
+    "timed_train",
 ]
