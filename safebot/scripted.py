@@ -46,8 +46,9 @@ REACH_GAIN = 6.0  # 1/s: saturates beyond ~0.17 m at the 1 m/s cap
 # m kept around a keep-out box by the planned path (hand and wrist are bulky)
 REACH_CLEARANCE = 0.06
 # m kept between a believed box and the end effector at the goal: the hand is ~20 cm across
-# its fingers, far more than the keep-out spheres of its sites, so a goal beside a box is
-# approached only to here (within the 5 cm success distance of goals 8 cm off the map's box)
+# its fingers, so a goal beside a box is approached only to here (within the 5 cm success
+# distance of goals 8 cm off the map's box), where the shield's spheres along the hand
+# (tasks/reach.toml) still clear the box by the cap margin instead of stopping it above
 REACH_GOAL_CLEARANCE = 0.12
 REACH_CARE_TIME = 0.05  # s: the clearance grows by this much travel at the current speed
 

@@ -63,8 +63,20 @@ LINK_SITES = {
     "panda_link4": "site_link4",
     "panda_link5": "site_link5",
     "panda_link6": "site_link6",
+    "panda_link7": "site_link7",
     "panda_hand": "site_hand",
 }
+# Bodies far longer than their cross-section (the forearm is 32 cm long, the hand ~21 cm
+# across its fingers, their spheres 19 and 9 cm wide) get two more spheres of the same
+# radius, flush with the two ends of the box's longest axis (low end, high end): the three
+# overlap and cover that axis end to end. Per body: that axis, then the two sites' names.
+END_SITES = {
+    "panda_link5": (2, ("site_link5_elbow", "site_link5_wrist")),  # -z is toward link4
+    "panda_hand": (1, ("site_hand_right", "site_hand_left")),  # panda_leftfinger is on +y
+}
+# Fingers stick out of the hand 5.4 cm: a sphere of a finger's cross-section radius, flush
+# with its tip (the box's +z end), guards it beside the 1 cm ee_site sphere.
+FINGER_SITES = {"panda_leftfinger": "site_finger_left", "panda_rightfinger": "site_finger_right"}
 
 MESHES = ("link0", "link1", "link2", "link3", "link4", "link5", "link6", "link7", "hand", "finger")
 DARK_BODIES = ("panda_link7", "panda_leftfinger", "panda_rightfinger")
@@ -171,19 +183,30 @@ def write_body(
         (target,) = [b for b in body.bodies if b.name == "panda_grasptarget"]
         assert np.all(np.asarray(target.quat) == (1, 0, 0, 0)), "grasp target is not rotated"
         sub(elem, "site", name="ee_site", pos=fmt(*target.pos), size="0.01")
-    if name in LINK_SITES:
-        centre, half = boxes[name]
-        # Radius: half the second-largest extent, i.e. the link's cross-section.
-        radius = np.sort(half)[1]
-        sub(
-            elem,
-            "site",
-            name=LINK_SITES[name],
-            pos=fmt(*np.round(centre, 3)),
-            size=fmt(round(radius, 3)),
-        )
+    if name in LINK_SITES or name in FINGER_SITES:
+        write_keepout_sites(elem, name, *boxes[name])
     for child in body.bodies:
         write_body(elem, child, boxes)
+
+
+def write_keepout_sites(elem: ET.Element, name: str, centre: np.ndarray, half: np.ndarray) -> None:
+    """The keep-out spheres of one body, sized from its collision mesh's bounding box."""
+    # Radius: half the second-largest extent, i.e. the link's cross-section.
+    radius = round(float(np.sort(half)[1]), 3)
+    centre = np.round(centre, 3)
+    if name in FINGER_SITES:
+        tip = centre.copy()
+        tip[2] = round(centre[2] + half[2] - radius, 3)
+        sub(elem, "site", name=FINGER_SITES[name], pos=fmt(*tip), size=fmt(radius))
+        return
+    sub(elem, "site", name=LINK_SITES[name], pos=fmt(*centre), size=fmt(radius))
+    if name in END_SITES:
+        axis, ends = END_SITES[name]
+        assert int(np.argmax(half)) == axis, f"{name}'s bounding box is longest along {axis}"
+        for sign, site in zip((-1.0, 1.0), ends, strict=True):
+            end = centre.copy()
+            end[axis] = round(centre[axis] + sign * (half[axis] - radius), 3)
+            sub(elem, "site", name=site, pos=fmt(*end), size=fmt(radius))
 
 
 def build_mjcf(spec: mujoco.MjSpec) -> ET.Element:

@@ -130,7 +130,7 @@ def test_gripper_is_one_coupled_position_servo(panda: mujoco.MjModel) -> None:
 
 def test_sites_and_sensors(panda: mujoco.MjModel) -> None:
     sites = ["ee_site", "wrist_site", "site_link3", "site_link4", "site_link5", "site_link6"]
-    for name in [*sites, "site_hand"]:
+    for name in [*sites, "site_link7", "site_hand", *HAND_SITES[1:], *FOREARM_SITES]:
         panda.site(name)  # raises KeyError when missing
     assert panda.body(panda.site("ee_site").bodyid[0]).name == "panda_hand"
     np.testing.assert_allclose(panda.site("ee_site").pos, [0.0, 0.0, 0.105])
@@ -151,6 +151,48 @@ def test_sites_and_sensors(panda: mujoco.MjModel) -> None:
         assert sensor(f"{joint}_vel") == (mujoco.mjtSensor.mjSENS_JOINTVEL, joint)
     assert sensor("wrist_force") == (mujoco.mjtSensor.mjSENS_FORCE, "wrist_site")
     assert sensor("wrist_torque") == (mujoco.mjtSensor.mjSENS_TORQUE, "wrist_site")
+
+
+HAND_SITES = ["site_hand", "site_hand_left", "site_hand_right", "ee_site"]
+FINGER_SITES = {"panda_leftfinger": "site_finger_left", "panda_rightfinger": "site_finger_right"}
+FOREARM_SITES = ["site_link5_elbow", "site_link5_wrist"]
+
+
+def _mesh_vertices(model: mujoco.MjModel, body: str) -> np.ndarray:
+    """The body's collision-mesh vertices in the body frame."""
+    (g,) = [g for g in range(model.ngeom) if model.geom_bodyid[g] == model.body(body).id]
+    mesh = model.geom_dataid[g]
+    start, count = model.mesh_vertadr[mesh], model.mesh_vertnum[mesh]
+    rot = np.zeros(9)
+    mujoco.mju_quat2Mat(rot, model.geom_quat[g])
+    return model.mesh_vert[start : start + count] @ rot.reshape(3, 3).T + model.geom_pos[g]
+
+
+def _slack(points: np.ndarray, spheres: list[tuple[np.ndarray, float]]) -> float:
+    """How far the farthest point lies outside every sphere (m)."""
+    gaps = [np.linalg.norm(points - c, axis=1) - r for c, r in spheres]
+    return float(np.max(np.min(gaps, axis=0)))
+
+
+def test_keepout_spheres_cover_the_hand_and_forearm(panda: mujoco.MjModel) -> None:
+    # The Reach keep-out (tasks/reach.toml) guards the arm with these spheres only: a part
+    # far outside them touches the obstacle while the shield believes it clear.
+    def sphere(name: str, offset: np.ndarray | float = 0.0) -> tuple[np.ndarray, float]:
+        return panda.site(name).pos + offset, float(panda.site(name).size[0])
+
+    fingers = []
+    spheres = [sphere(n) for n in HAND_SITES]
+    for body, site in FINGER_SITES.items():
+        # the fingers as the tasks hold them: each slide at 0.01 m (GRIPPER_OPENING)
+        offset = panda.body(body).pos + np.array([0.0, 0.01 if "left" in body else -0.01, 0.0])
+        fingers.append(_mesh_vertices(panda, body) + offset)
+        spheres.append(sphere(site, offset))
+    hand = _mesh_vertices(panda, "panda_hand")
+    assert _slack(hand, [sphere("site_hand")]) > 0.06  # one sphere misses the hand's sides
+    assert _slack(np.vstack([hand, *fingers]), spheres) < 0.016  # the cap margin's size
+    forearm = _mesh_vertices(panda, "panda_link5")
+    assert _slack(forearm, [sphere("site_link5")]) > 0.08
+    assert _slack(forearm, [sphere(n) for n in ["site_link5", *FOREARM_SITES]]) < 0.035
 
 
 @pytest.mark.parametrize("path", PANDA_SCENES, ids=lambda p: p.name)

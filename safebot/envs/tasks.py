@@ -50,9 +50,10 @@ class ReachEnv(ArmTaskEnv):
     ``[robot] observation = "cartesian"`` (``tasks/reach.toml``) ee position and velocity (6).
     Goals are sampled in ``[goal]`` outside every believed keep-out box by the start margin
     plus ``GOAL_CLEARANCE``, and never behind a box below its top (the forearm would rest
-    on it). Beside a box a goal can lie closer than the hand is wide: a controller that
-    trusts the shield's site spheres touches the box there at the cap margin, one that
-    keeps the hand's clearance stops within the success distance.
+    on it). Beside a box a goal can lie closer than the hand is wide: the shield's spheres
+    along the hand stop a controller that heads straight for it short of the goal (or let
+    it touch the box when the map error beats the cap margin); one that keeps the hand's
+    clearance stops within the success distance.
     """
 
     goal_clearance: float = GOAL_CLEARANCE
@@ -62,7 +63,8 @@ class ReachEnv(ArmTaskEnv):
     def _sample_goal(self, rng: np.random.Generator) -> F64:
         g = self.task.goal
         lo, hi = np.asarray(g.low), np.asarray(g.high)
-        # the hand (a ~5 cm sphere around site_hand) must fit beside the box too, at the widest margin
+        # the ee must fit beside the box at the widest margin (the hand, ~21 cm across, does not
+        # always: such goals cost success, not harm, as the shield's hand spheres stop it)
         margin = (
             self.task.limits.keepout.start if self.task.limits.keepout else 0.0
         ) + self.goal_clearance

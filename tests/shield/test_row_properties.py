@@ -333,9 +333,11 @@ def test_keepout_on_the_arm_counts_the_hand_radius(
     spec = env.task.limits.keepout
     assert spec is not None
     hand = spec.sites.index("site_hand")
-    # the wrist (site_link6) passes the box as closely as the hand here: keep the hand alone
-    # next to the box so the hand's own radius decides the margin
-    keep = [i for i, name in enumerate(spec.sites) if name != "site_link6"]
+    # the wrist, link7, the fingers and the hand's side spheres pass the box as closely as
+    # site_hand here: keep site_hand alone next to the box so its own radius decides the margin
+    keep = [
+        i for i, name in enumerate(spec.sites) if name in ("ee_site", "site_hand", "site_link5")
+    ]
     state.sites = [state.sites[i] for i in keep]
     state.site_radius = [state.site_radius[i] for i in keep]
     hand = keep.index(hand)
