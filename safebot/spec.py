@@ -295,6 +295,13 @@ class TrainSection(Frozen):
     # PPO
     n_steps: Annotated[int, Field(ge=2)] = 1024
     n_epochs: Annotated[int, Field(ge=1)] = 10
+    log_std_init: Annotated[float, Field(ge=-5.0, le=1.0)] = Field(
+        0.0,
+        description=(
+            "PPO: the Gaussian policy's initial log standard deviation in normalised action "
+            "units (SB3's default 0: std 1, as wide as the whole action range)"
+        ),
+    )
     # envelope and evaluation
     observe_width: bool = Field(True, description="append the width per limit to the observation")
     normalize_obs: bool = Field(

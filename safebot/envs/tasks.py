@@ -25,7 +25,7 @@ from safebot.envs.base import CONTACT_CLASSES, ArmTaskEnv
 from safebot.envs.physics import F64
 from safebot.spec import SpecError
 
-GOAL_CLEARANCE = 0.0  # m added to the keep-out start margin when sampling Reach goals
+GOAL_CLEARANCE = 0.05  # m added to the keep-out start margin when sampling Reach goals
 # ee_site (panda_grasptarget) sits this far above the fingertips (measured: first plate
 # contact at ee z = 0.038 over the plate top at 0.03)
 FINGERTIP_DEPTH = 0.008
@@ -50,10 +50,9 @@ class ReachEnv(ArmTaskEnv):
     ``[robot] observation = "cartesian"`` (``tasks/reach.toml``) ee position and velocity (6).
     Goals are sampled in ``[goal]`` outside every believed keep-out box by the start margin
     plus ``GOAL_CLEARANCE``, and never behind a box below its top (the forearm would rest
-    on it). Beside a box a goal can lie closer than the hand is wide: the shield's spheres
-    along the hand stop a controller that heads straight for it short of the goal (or let
-    it touch the box when the map error beats the cap margin); one that keeps the hand's
-    clearance stops within the success distance.
+    on it). The clearance is the hand's: the shield's spheres span the hand's ~21 cm, and
+    at the start margin alone they stopped the hand short of goals beside the box (12-20
+    points of success lost at width 1, docs/tasks.md).
     """
 
     goal_clearance: float = GOAL_CLEARANCE
@@ -63,8 +62,7 @@ class ReachEnv(ArmTaskEnv):
     def _sample_goal(self, rng: np.random.Generator) -> F64:
         g = self.task.goal
         lo, hi = np.asarray(g.low), np.asarray(g.high)
-        # the ee must fit beside the box at the widest margin (the hand, ~21 cm across, does not
-        # always: such goals cost success, not harm, as the shield's hand spheres stop it)
+        # the hand (~21 cm across its spheres) must fit beside the box at the widest margin
         margin = (
             self.task.limits.keepout.start if self.task.limits.keepout else 0.0
         ) + self.goal_clearance

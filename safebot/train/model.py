@@ -92,6 +92,7 @@ def make_model(spec: TaskSpec, vec: Any, run_dir: Path, *, stock_her: bool = Fal
         return learner_class(spec)(**common, **kwargs)
     n_steps = t.n_steps
     batch = min(t.batch_size, n_steps * t.n_envs)
+    common["policy_kwargs"]["log_std_init"] = t.log_std_init
     return PPO(**common, n_steps=n_steps, batch_size=batch, n_epochs=t.n_epochs)
 
 
