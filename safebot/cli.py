@@ -578,15 +578,29 @@ def bench_learners(
 @bench_app.command("envelope")
 def bench_envelope(
     out: Annotated[Path, typer.Option(help="output directory (a restart skips finished runs)")],
-    tasks: Annotated[str, typer.Option(help="comma-separated task names or TOML paths")] = "reach",
+    spec: Annotated[
+        Path | None,
+        typer.Option(help="sweep spec file (bench/headline.toml): tasks, budgets, arms, goal"),
+    ] = None,
+    tasks: Annotated[
+        str | None,
+        typer.Option(help="comma-separated task names or TOML paths (with --spec: a subset)"),
+    ] = None,
+    arms: Annotated[str | None, typer.Option(help="with --spec: a subset of its arms")] = None,
     schedulers: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="comma-separated: none,penalty,static-tight,static-loose,linear,pi,competence"
+            help="without --spec, comma-separated: "
+            "none,penalty,static-tight,static-loose,linear,pi,competence"
         ),
-    ] = "none,penalty,static-tight,static-loose,linear,pi,competence",
-    seeds: Annotated[int, typer.Option(min=1, help="seeds 0..N-1 per task x scheduler")] = 3,
-    steps: Annotated[int, typer.Option(min=1, help="training steps per run")] = 5000,
+    ] = None,
+    seeds: Annotated[
+        int | None, typer.Option(min=1, help="seeds 0..N-1 (default 3; with --spec: its first N)")
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(min=1, help="training steps per run (default 5000; with --spec: a try)"),
+    ] = None,
     executor: Annotated[str, typer.Option(help="local (process pool) | ray")] = "local",
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: start a local one)")
@@ -603,35 +617,113 @@ def bench_envelope(
     ] = None,
     progress: Annotated[bool, typer.Option(help="live progress across runs")] = True,
 ) -> None:
-    """Envelope expansion: tasks x schedulers x seeds -> results.csv, summary.json/.md, plots."""
-    from safebot.bench.envelope import SweepConfig, SweepError, sweep
+    """Envelope expansion: tasks x arms x seeds -> results.csv, summary.json, plots.
+
+    With --spec the grid, budgets and arms come from the spec file
+    (docs/benchmarks_envelope.md); --tasks, --arms, --seeds and --steps shrink it.
+    Without it, the older grid of benchmark scheduler names runs.
+    """
+    from safebot.bench.envelope import SweepError
     from safebot.bench.executors import make_executor
 
-    def items(text: str) -> tuple[str, ...]:
-        return tuple(x.strip() for x in text.split(",") if x.strip())
+    def items(text: str | None) -> tuple[str, ...] | None:
+        return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
 
+    errors: tuple[type[BaseException], ...] = (*_user_errors(), ValueError)  # SweepError too
     try:
         ex = make_executor(executor, workers=workers, address=ray_address)
-        cfg = SweepConfig(
-            tasks=items(tasks),
-            schedulers=items(schedulers),
-            seeds=tuple(range(seeds)),
-            steps=steps,
-            out=out,
-            eval_every=eval_every,
-            eval_episodes=eval_episodes,
-            checkpoint_every=checkpoint_every or max(steps // 4, 1),
-        )
-        result = sweep(cfg, ex, progress=progress)
-    except (SweepError, ValueError) as err:
+        if spec is None:
+            if arms is not None:
+                raise SweepError("--arms needs --spec (without it, use --schedulers)")
+            _legacy_envelope(
+                out, ex, items(tasks), items(schedulers), seeds, steps, progress,
+                (eval_every, eval_episodes, checkpoint_every),
+            )  # fmt: skip
+            return
+        given = {"--schedulers": schedulers, "--eval-every": eval_every}
+        given |= {"--eval-episodes": eval_episodes, "--checkpoint-every": checkpoint_every}
+        clash = [flag for flag, v in given.items() if v is not None]
+        if clash:
+            raise SweepError(f"{', '.join(clash)}: with --spec, set these in the spec file")
+        _headline(out, ex, spec, items(tasks), items(arms), seeds, steps, progress)
+    except errors as err:
         _fail(str(err))
-        return
+
+
+def _legacy_envelope(
+    out: Path,
+    ex: Any,
+    tasks: tuple[str, ...] | None,
+    schedulers: tuple[str, ...] | None,
+    seeds: int | None,
+    steps: int | None,
+    progress: bool,
+    every: tuple[int | None, int | None, int | None],
+) -> None:
+    """``bench envelope`` without a spec: the benchmark's scheduler names (safebot.bench.envelope)."""
+    from safebot.bench.envelope import SCHEDULERS, SweepConfig, sweep
+
+    steps = steps or 5000
+    cfg = SweepConfig(
+        tasks=tasks or ("reach",),
+        schedulers=schedulers or tuple(SCHEDULERS),
+        seeds=tuple(range(seeds or 3)),
+        steps=steps,
+        out=out,
+        eval_every=every[0],
+        eval_episodes=every[1],
+        checkpoint_every=every[2] or max(steps // 4, 1),
+    )
+    result = sweep(cfg, ex, progress=progress)
     typer.echo((out / "summary.md").read_text())
     typer.echo("files: " + ", ".join(str(p) for p in result.files))
-    if result.failed:
-        for label, why in result.failed.items():
-            typer.secho(f"failed: {label}: {why}", fg=typer.colors.RED, err=True)
+    _report_failures(result.failed)
+
+
+def _report_failures(failed: dict[str, str]) -> None:
+    for label, why in failed.items():
+        typer.secho(f"failed: {label}: {why}", fg=typer.colors.RED, err=True)
+    if failed:
         raise typer.Exit(1)
+
+
+def _headline(
+    out: Path,
+    ex: Any,
+    spec_path: Path,
+    tasks: tuple[str, ...] | None,
+    arms: tuple[str, ...] | None,
+    seeds: int | None,
+    steps: int | None,
+    progress: bool,
+) -> None:
+    """``bench envelope --spec``: the grid of a sweep spec file (safebot.bench.headline)."""
+    from safebot.bench.headline import load_spec, run_headline
+
+    spec = load_spec(spec_path).select(tasks=tasks, arms=arms, seeds=seeds, steps=steps)
+    n = len(spec.tasks) * len(spec.arms) * spec.seeds
+    if progress:
+        typer.echo(f"{n} run(s) on {ex.name} x{ex.workers}; finished runs are read back")
+
+    def done(o: Any) -> None:
+        if progress:
+            f = o.final
+            typer.echo(
+                f"{o.job.run.label}: final success {f['success_rate']:.0%}, harm/episode "
+                f"{f['harm_per_episode']:.2f} ({o.wall_s:.0f} s)"
+            )
+
+    def failed(label: str, why: str) -> None:
+        typer.secho(f"{label} failed: {why[:200]}", fg=typer.colors.RED, err=True)
+
+    result = run_headline(spec, out, ex, on_result=done, on_failure=failed)
+    for task, goal in result.summary["goal"].items():
+        met = {True: "met", False: "not met", None: "not decided"}[goal["met"]]
+        typer.echo(
+            f"{task}: goal {met}" + (f" (missing {goal['missing']})" if goal["missing"] else "")
+        )
+    typer.echo("files: " + ", ".join(str(p) for p in result.files))
+    _report_failures(result.failed)
 
 
 def main() -> None:

@@ -121,6 +121,9 @@ class RunSpec:
     checkpoint_every: int | None = None
     cost_penalty: float = 1.0
     train: tuple[tuple[str, Any], ...] = ()
+    # what the run trains; None: the benchmark name ``scheduler`` in SCHEDULERS (a sweep
+    # spec's arms carry their own, safebot.bench.headline)
+    arm: BenchScheduler | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -212,7 +215,7 @@ def run_one(run: RunSpec) -> RunOutcome:
     t0 = time.perf_counter()
     trained = False
     if not (run_dir / "summary.json").is_file():
-        bench = SCHEDULERS[run.scheduler]
+        bench = run.arm if run.arm is not None else SCHEDULERS[run.scheduler]
         opts = RunOptions(
             steps=run.steps,
             scheduler=bench.scheduler,

@@ -138,6 +138,7 @@ class EnvelopeCallback(BaseCallback):
             "success_rate": s.success_rate,
             "mean_return": result.mean_return,
             "cost_rate": s.cost_rate,
+            "harm_per_episode": s.harm_per_episode,
             "intervention_rate": s.intervention_rate,
             "mean_correction": s.mean_correction,
             "train_cost": self.train_cost,

@@ -84,19 +84,28 @@ def evaluate_run(
     """A trained run's ``which`` model on ``episodes`` fresh episodes (seeds ``seed, seed+1, ...``).
 
     The model runs at the width it was selected at (the best evaluation's, or the
-    run's final width); training evaluations draw seeds from 10 000 up, so the
+    run's final width), and unshielded when the run trained unshielded (``[run]
+    shield = "off"``: a baseline is judged as it trained, not behind the shield at
+    the caps); training evaluations draw seeds from 10 000 up, so the
     default 50 000 is held out from every one of them. ``safebot eval`` prints this.
 
     Raises:
         RunError: no such run, or a damaged model.
     """
+    from safebot.modes import decode_run_mode
     from safebot.train.model import load_policy
+    from safebot.train.options import RunError
     from safebot.train.rundir import RunDir
     from safebot.train.wrappers import make_env
 
     selected = RunDir(run_dir).select(which)
     spec, model = load_policy(run_dir, selected.which)
-    env = make_env(spec, width=selected.width)
+    _, meta = RunDir(run_dir).load_config()
+    try:  # runs written before the shield key carry only the legacy scheduler name
+        mode = decode_run_mode(meta.get("scheduler"), meta.get("shield"), meta.get("constraint"))
+    except ValueError as err:
+        raise RunError(f"{run_dir}: [run] {err}") from None
+    env = make_env(spec, width=selected.width, shielded=mode.shielded)
     result = evaluate(
         lambda o: model.predict(o, deterministic=True)[0], env, episodes=episodes, seed=seed
     )
@@ -112,6 +121,7 @@ def evaluate_run(
         "intervention_rate": s.intervention_rate,
         "mean_correction": s.mean_correction,
         "final_width": env.envelope.mean_width(),
+        "shielded": mode.shielded,
         "which": selected.which.value,
         "model_step": selected.step,
     }

@@ -42,6 +42,7 @@ METRIC_FIELDS = (
     "success_rate",
     "mean_return",
     "cost_rate",
+    "harm_per_episode",
     "intervention_rate",
     "mean_correction",
     "train_cost",

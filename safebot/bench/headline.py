@@ -1,0 +1,566 @@
+"""The headline sweep: tasks x arms x seeds from a spec file (``bench/headline.toml``).
+
+An *arm* is data: a shield mode, a scheduler (with a width when static) and a
+reward-side constraint, which map field for field onto
+:class:`safebot.train.RunOptions`. The spec names the arms, the per-task
+budgets, the seeds and the roles the goal check gives arms; no arm name is a
+case in code. Each run is :func:`safebot.bench.envelope.run_one` (train,
+resume from its last checkpoint, or read back when finished) followed by the
+final evaluation of its best model on ``final_episodes`` fresh episodes
+(:func:`safebot.train.evaluate_run`, kept in the run's ``final_eval.json``).
+
+Outputs in the output directory: ``results.csv`` (long format ``task, arm,
+seed, step, metric, value``), ``summary.json`` computed from ``results.csv``
+alone (:mod:`safebot.bench.stats`), per task ``pareto_<task>.png``,
+``curves_<task>.png`` and ``width_<task>.png``, ``sweep.json`` (the budgets a
+restart must share) and ``runs/<task>/<arm>/seed<k>``.
+
+Example:
+    >>> spec = load_spec("bench/headline.toml").select(tasks=["reach"], seeds=2)  # doctest: +SKIP
+    >>> run_headline(spec, Path("runs/headline"), make_executor("local"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, model_validator
+
+from safebot.bench.envelope import BenchScheduler, RunOutcome, RunSpec, SweepError, run_one
+from safebot.bench.executors import Executor
+from safebot.bench.stats import goal_check, runs_from_rows, summarise_task
+from safebot.config import Frozen, SpecError, parse_model, read_toml
+from safebot.io import atomic_write
+from safebot.modes import RewardConstraint, SchedulerKind, ShieldMode
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+# --------------------------------------------------------------------------- the spec
+
+
+class ArmSpec(Frozen):
+    """One arm: how the shield and the reward treat harm (the fields of ``RunOptions``)."""
+
+    shield: ShieldMode = ShieldMode.ON
+    scheduler: SchedulerKind | None = Field(
+        None, description="how the width moves; omit for an unshielded arm (static at the caps)"
+    )
+    width: Fraction | None = Field(None, description="the fixed width of a static arm")
+    constraint: RewardConstraint = RewardConstraint.NONE
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ArmSpec:
+        if self.shield is ShieldMode.ON and self.scheduler is None:
+            raise ValueError("a shielded arm needs a scheduler")
+        if self.shield is ShieldMode.OFF and self.scheduler is not None:
+            raise ValueError("an unshielded arm has no scheduler (it runs at the caps)")
+        if (self.width is not None) != (self.scheduler is SchedulerKind.STATIC):
+            raise ValueError("width is given exactly when the scheduler is static")
+        return self
+
+    def bench(self) -> BenchScheduler:
+        """What :func:`safebot.bench.envelope.run_one` hands to ``RunOptions``."""
+        return BenchScheduler(self.shield, self.constraint, self.scheduler, self.width)
+
+
+class TaskBudget(Frozen):
+    """The per-run budget of one task (every arm and seed of it shares it)."""
+
+    steps: PositiveInt
+    eval_every: PositiveInt
+    eval_episodes: PositiveInt
+    checkpoint_every: PositiveInt
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="[train] keys forced on every run (tests: tiny nets)"
+    )
+
+    @model_validator(mode="after")
+    def _fits(self) -> TaskBudget:
+        from safebot.spec import TrainSection
+
+        if self.eval_every > self.steps:
+            raise ValueError(f"eval_every {self.eval_every} > steps {self.steps}: no evaluation")
+        unknown = sorted(set(self.train) - set(TrainSection.model_fields))
+        if unknown:
+            raise ValueError(f"unknown [train] key(s) {', '.join(unknown)}")
+        return self
+
+
+class GoalSpec(Frozen):
+    """Which arms play which role in the goal check (:func:`safebot.bench.stats.goal_check`)."""
+
+    candidates: list[str] = Field(min_length=1)
+    frontier: list[str] = Field(min_length=1, description="the static arms of the Pareto plot")
+    loose: str
+    baseline: str
+    success_fraction: Fraction = 0.95
+    harm_fraction: Fraction = 0.25
+
+    def arms(self) -> list[str]:
+        return [*self.candidates, *self.frontier, self.loose, self.baseline]
+
+
+class HeadlineSpec(Frozen):
+    """A sweep spec file: seeds, final evaluation, tasks with budgets, arms, the goal's roles."""
+
+    seeds: PositiveInt = Field(description="seeds 0 .. seeds-1 of every task x arm")
+    final_episodes: PositiveInt = 50
+    success_mark: Fraction = 0.8
+    bootstrap_resamples: PositiveInt = 10_000
+    bootstrap_seed: Annotated[int, Field(ge=0)] = 0
+    tasks: dict[str, TaskBudget] = Field(min_length=1)
+    arms: dict[str, ArmSpec] = Field(min_length=1)
+    goal: GoalSpec | None = None
+    source: str = Field("<dict>", exclude=True)
+
+    def select(
+        self,
+        *,
+        tasks: Sequence[str] | None = None,
+        arms: Sequence[str] | None = None,
+        seeds: int | None = None,
+        steps: int | None = None,
+    ) -> HeadlineSpec:
+        """A smaller grid for tries and tests: a subset of tasks and arms, fewer seeds or steps.
+
+        Raises:
+            SweepError: a name the spec does not have, or more seeds than it has.
+        """
+        for what, asked, have in (("task", tasks, self.tasks), ("arm", arms, self.arms)):
+            unknown = [x for x in asked or () if x not in have]
+            if unknown:
+                raise SweepError(
+                    f"{self.source}: unknown {what}(s) {', '.join(unknown)}; "
+                    f"the spec has {', '.join(have)}"
+                )
+        if seeds is not None and not 0 < seeds <= self.seeds:
+            raise SweepError(f"--seeds {seeds}: the spec has {self.seeds} seed(s)")
+        budgets = {t: b for t, b in self.tasks.items() if tasks is None or t in tasks}
+        if steps is not None:
+            budgets = {t: _with_steps(b, steps) for t, b in budgets.items()}
+        return self.model_copy(
+            update={
+                "tasks": budgets,
+                "arms": {a: s for a, s in self.arms.items() if arms is None or a in arms},
+                "seeds": seeds or self.seeds,
+            }
+        )
+
+
+def _with_steps(budget: TaskBudget, steps: int) -> TaskBudget:
+    # --steps shrinks a try; its evaluations and checkpoints shrink with it
+    return budget.model_copy(
+        update={
+            "steps": steps,
+            "eval_every": min(budget.eval_every, steps),
+            "checkpoint_every": min(budget.checkpoint_every, steps),
+        }
+    )
+
+
+def load_spec(path: str | Path) -> HeadlineSpec:
+    """Read and check a sweep spec file.
+
+    Raises:
+        SpecError: a malformed file, an unknown key, a bad value, an unknown
+            task, or a goal role naming an arm the spec lacks; the message
+            names the file and the key path.
+    """
+    from safebot.spec import load_task
+
+    source = str(path)
+    spec = parse_model(read_toml(path), HeadlineSpec, source)
+    errors = []
+    for task in spec.tasks:
+        try:
+            load_task(task)
+        except SpecError:
+            errors.append(f"{source}: [tasks.{task}] unknown task (not a shipped name or file)")
+    if spec.goal is not None:
+        for role in ("candidates", "frontier", "loose", "baseline"):
+            names = getattr(spec.goal, role)
+            for name in [names] if isinstance(names, str) else names:
+                if name not in spec.arms:
+                    errors.append(
+                        f"{source}: [goal.{role}] unknown arm {name!r}; "
+                        f"the arms are {', '.join(spec.arms)}"
+                    )
+    if errors:
+        raise SpecError("\n".join(errors))
+    return spec.model_copy(update={"source": source})
+
+
+# --------------------------------------------------------------------------- one run
+
+
+FINAL_EVAL = "final_eval.json"
+
+
+@dataclass(frozen=True)
+class ArmRun:
+    """One run of the grid and its final evaluation size; picklable (worker / Ray task)."""
+
+    run: RunSpec
+    final_episodes: int
+
+
+@dataclass(frozen=True)
+class ArmOutcome:
+    """A finished run: its files as text (mirrored on the driver) and whether it trained now."""
+
+    job: ArmRun
+    metrics_csv: str
+    summary_json: str
+    final_json: str
+    trained: bool
+    wall_s: float
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return dict(json.loads(self.final_json))
+
+
+def run_arm(job: ArmRun) -> ArmOutcome:
+    """Train (or resume, or read back) one run, then evaluate its best model once.
+
+    Module level so both executors pickle it. The final evaluation is written
+    atomically to ``final_eval.json``; a restart that finds it does not redo it.
+    """
+    from safebot.train import evaluate_run
+
+    t0 = time.perf_counter()
+    outcome: RunOutcome = run_one(job.run)
+    path = Path(job.run.run_dir) / FINAL_EVAL
+    evaluated = False
+    if not path.is_file():
+        result = evaluate_run(job.run.run_dir, "best", episodes=job.final_episodes)
+        result.pop("run")  # an absolute path: differs between machines and output folders
+        atomic_write(path, json.dumps(result, indent=2) + "\n")
+        evaluated = True
+    return ArmOutcome(
+        job,
+        outcome.metrics_csv,
+        outcome.summary_json,
+        path.read_text(),
+        outcome.trained or evaluated,
+        time.perf_counter() - t0,
+    )
+
+
+def read_done(job: ArmRun) -> ArmOutcome | None:
+    """A run whose training and final evaluation are both on disk, or ``None``."""
+    d = Path(job.run.run_dir)
+    files = [d / "metrics.csv", d / "summary.json", d / FINAL_EVAL]
+    if not all(f.is_file() for f in files):
+        return None
+    metrics, summary, final = (f.read_text() for f in files)
+    return ArmOutcome(job, metrics, summary, final, trained=False, wall_s=0.0)
+
+
+def _mirror(o: ArmOutcome) -> None:
+    # on a multi-machine Ray cluster the run directory is on a worker: keep what the
+    # driver aggregates and what tells a restart the run is done
+    d = Path(o.job.run.run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    for name, text in (
+        ("metrics.csv", o.metrics_csv),
+        ("summary.json", o.summary_json),
+        (FINAL_EVAL, o.final_json),
+    ):
+        if not (d / name).is_file():
+            atomic_write(d / name, text)
+
+
+def jobs(spec: HeadlineSpec, out: Path) -> list[ArmRun]:
+    """Every run of the grid in table order (task, arm, seed)."""
+    root = out.resolve() / "runs"
+    return [
+        ArmRun(
+            RunSpec(
+                task=task,
+                scheduler=arm,
+                seed=seed,
+                steps=budget.steps,
+                run_dir=str(root / Path(task).stem / arm / f"seed{seed}"),
+                eval_every=budget.eval_every,
+                eval_episodes=budget.eval_episodes,
+                checkpoint_every=budget.checkpoint_every,
+                train=tuple(sorted(budget.train.items())),
+                arm=arm_spec.bench(),
+            ),
+            spec.final_episodes,
+        )
+        for task, budget in spec.tasks.items()
+        for arm, arm_spec in spec.arms.items()
+        for seed in range(spec.seeds)
+    ]
+
+
+# --------------------------------------------------------------------------- results.csv
+
+#: results.csv metric name -> metrics.csv column, at every evaluation
+CURVES = {
+    "success_rate": "success_rate",
+    "harm_per_episode": "harm_per_episode",
+    "cumulative_training_harm": "train_cost",
+    "width": "width",
+    "lambda": "lambda",
+    "cost_rate": "cost_rate",
+    "mean_return": "mean_return",
+}  # not wall_s: results.csv holds numbers that reproduce, on any executor
+#: final_eval.json keys written as ``final_<key>`` at the run's last step
+FINALS = ("success_rate", "harm_per_episode", "mean_return", "episodes", "model_step")
+HEADER = ("task", "arm", "seed", "step", "metric", "value")
+
+
+def result_rows(o: ArmOutcome) -> list[tuple[str, str, int, int, str, Any]]:
+    """One run's long-format rows: every curve metric at every evaluation, then the finals."""
+    run = o.job.run
+    head = (run.task_name, run.scheduler, run.seed)
+    rows = list(csv.DictReader(o.metrics_csv.splitlines()))
+    out: list[tuple[str, str, int, int, str, Any]] = []
+    for r in rows:
+        for metric, column in CURVES.items():
+            out.append((*head, int(r["step"]), metric, r.get(column, "")))
+    final = o.final
+    last = int(rows[-1]["step"]) if rows else 0
+    for key in FINALS:
+        out.append((*head, last, f"final_{key}", final.get(key, "")))
+    out.append((*head, last, "final_width", final.get("final_width", "")))
+    return out
+
+
+def write_results(path: Path, outcomes: Iterable[ArmOutcome]) -> None:
+    """``results.csv``: :data:`HEADER`, then every run's :func:`result_rows`."""
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(HEADER)
+    for o in outcomes:
+        writer.writerows(tuple("" if v is None else v for v in row) for row in result_rows(o))
+    atomic_write(path, buf.getvalue())
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarise_results(rows: Iterable[Mapping[str, Any]], spec: HeadlineSpec) -> dict[str, Any]:
+    """Per task: per arm the summary (:func:`safebot.bench.stats.summarise_task`) and the goal."""
+    from safebot.spec import load_task
+
+    runs = runs_from_rows(rows)
+    results: dict[str, Any] = {}
+    goals: dict[str, Any] = {}
+    for task in dict.fromkeys(t for t, _, _ in runs):
+        mine = {(a, s): r for (t, a, s), r in runs.items() if t == task}
+        per_arm = summarise_task(
+            mine,
+            mark=spec.success_mark,
+            resamples=spec.bootstrap_resamples,
+            seed=spec.bootstrap_seed,
+        )
+        results[task] = per_arm
+        if spec.goal is not None:
+            g = spec.goal
+            goals[task] = goal_check(
+                per_arm,
+                candidates=g.candidates,
+                frontier=g.frontier,
+                loose=g.loose,
+                baseline=g.baseline,
+                cost_limit=load_task(task).train.cost_limit,
+                success_fraction=g.success_fraction,
+                harm_fraction=g.harm_fraction,
+            )
+    return {"results": results, "goal": goals}
+
+
+def code_commit() -> dict[str, Any]:
+    """The checkout's commit and whether its tracked files differ from it (``None`` outside git)."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            res = subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if dirty is None else bool(dirty)}
+
+
+def timing(outcomes: Sequence[ArmOutcome], trained: int, wall_s: float) -> dict[str, Any]:
+    """Wall time of this invocation, runs per hour, and each run's env steps per second."""
+    per_run: dict[str, Any] = {}
+    for o in outcomes:
+        rows = list(csv.DictReader(o.metrics_csv.splitlines()))
+        run_wall = float(rows[-1]["wall_s"]) if rows and rows[-1].get("wall_s") else None
+        steps = int(rows[-1]["step"]) if rows else 0
+        per_run[o.job.run.label] = {
+            "train_wall_s": run_wall,
+            "env_steps_per_s": round(steps / run_wall, 1) if run_wall else None,
+        }
+    hours = wall_s / 3600.0
+    return {
+        "wall_s": round(wall_s, 1),
+        "runs_trained": trained,
+        "runs_per_hour": round(trained / hours, 2) if trained and hours > 0 else None,
+        "train_wall_s_total": round(sum(r["train_wall_s"] or 0.0 for r in per_run.values()), 1),
+        "runs": per_run,
+    }
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+@dataclass
+class HeadlineResult:
+    """Where the outputs went, the finished runs (table order), the failures, the summary."""
+
+    out: Path
+    outcomes: list[ArmOutcome]
+    failed: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+
+def _budgets(spec: HeadlineSpec) -> dict[str, Any]:
+    common = {"final_episodes": spec.final_episodes}
+    return {t: {**b.model_dump(mode="json"), **common} for t, b in spec.tasks.items()}
+
+
+def check_budgets(spec: HeadlineSpec, out: Path) -> None:
+    """Record each task's budget in ``sweep.json``; refuse a task whose recorded budget differs.
+
+    Raises:
+        SweepError: ``out`` holds runs of a task at another budget (they would be mixed).
+    """
+    path = out / "sweep.json"
+    old: dict[str, Any] = json.loads(path.read_text()).get("budgets", {}) if path.is_file() else {}
+    new = json.loads(json.dumps(_budgets(spec)))
+    for task, budget in new.items():
+        if task in old and old[task] != budget:
+            raise SweepError(
+                f"{out} holds {task} runs at another budget ({old[task]}), not {budget}: "
+                "use another --out"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps({"budgets": {**old, **new}}, indent=2) + "\n")
+
+
+def run_headline(
+    spec: HeadlineSpec,
+    out: Path,
+    executor: Executor,
+    *,
+    on_result: Callable[[ArmOutcome], None] | None = None,
+    on_failure: Callable[[str, str], None] | None = None,
+) -> HeadlineResult:
+    """Run (or finish) every run of ``spec`` on ``executor``, then write every output.
+
+    Finished runs are read back; a run that raises is listed in ``failed`` and
+    the others go on.
+
+    Raises:
+        SweepError: ``out`` holds a task at another budget.
+    """
+    t0 = time.perf_counter()
+    check_budgets(spec, out)
+    grid = jobs(spec, out)
+    done = {j.run.key: o for j in grid if (o := read_done(j)) is not None}
+    todo = [j for j in grid if j.run.key not in done]
+    failed: dict[str, str] = {}
+    trained = 0
+    for job, result in executor.map_unordered(run_arm, todo):
+        if isinstance(result, BaseException):
+            failed[job.run.label] = f"{type(result).__name__}: {result}"
+            if on_failure is not None:
+                on_failure(job.run.label, failed[job.run.label])
+            continue
+        _mirror(result)
+        done[job.run.key] = result
+        trained += result.trained
+        if on_result is not None:
+            on_result(result)
+    outcomes = [done[j.run.key] for j in grid if j.run.key in done]
+    return write_outputs(spec, out, outcomes, failed, trained, time.perf_counter() - t0)
+
+
+def write_outputs(
+    spec: HeadlineSpec,
+    out: Path,
+    outcomes: Sequence[ArmOutcome],
+    failed: Mapping[str, str],
+    trained: int,
+    wall_s: float,
+) -> HeadlineResult:
+    """``results.csv``, then ``summary.json`` recomputed from it, then the plots."""
+    from safebot.bench.headline_plots import plot_task
+
+    files = [out / "results.csv", out / "summary.json"]
+    write_results(files[0], outcomes)
+    rows = read_results(files[0])
+    summary = summarise_results(rows, spec)
+    summary = {
+        "spec": spec.source,
+        "command": "safebot " + " ".join(sys.argv[1:]),
+        "code": code_commit(),
+        "grid": {"tasks": list(spec.tasks), "arms": list(spec.arms), "seeds": spec.seeds},
+        "arms": {a: s.model_dump(mode="json") for a, s in spec.arms.items()},
+        "budgets": _budgets(spec),
+        "interval": (
+            f"95 % percentile bootstrap of the mean over seeds ({spec.bootstrap_resamples} "
+            f"resamples, seed {spec.bootstrap_seed})"
+        ),
+        **summary,
+        "timing": timing(outcomes, trained, wall_s),
+        "failed": dict(failed),
+    }
+    atomic_write(files[1], json.dumps(summary, indent=2) + "\n")
+    for task in summary["results"]:
+        files += plot_task(out, task, rows, summary, spec)
+    return HeadlineResult(out, list(outcomes), dict(failed), summary, files)
+
+
+__all__ = [
+    "CURVES",
+    "FINALS",
+    "ArmOutcome",
+    "ArmRun",
+    "ArmSpec",
+    "GoalSpec",
+    "HeadlineResult",
+    "HeadlineSpec",
+    "TaskBudget",
+    "check_budgets",
+    "code_commit",
+    "jobs",
+    "load_spec",
+    "read_done",
+    "read_results",
+    "result_rows",
+    "run_arm",
+    "run_headline",
+    "summarise_results",
+    "timing",
+    "write_outputs",
+    "write_results",
+]
