@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-$PWD/.numba_cache}
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$PWD/.jax_cache}
 RUN=${1:-runs/demo}
 
 .venv/bin/safebot train reach --scheduler competence --out "$RUN" --force

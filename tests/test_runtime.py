@@ -47,12 +47,19 @@ def test_configure_process_sets_only_what_is_unset() -> None:
     env: dict[str, str] = {"NUMBA_CACHE_DIR": "/tmp/nb"}
     keyed = f"/tmp/nb/safebot-{jit_fingerprint()}"
     single = "--xla_cpu_multi_thread_eigen=false"
-    want = {"OMP_WAIT_POLICY": "PASSIVE", "XLA_FLAGS": single, "NUMBA_CACHE_DIR": keyed}
+    jax_cache = str(Path.home() / ".cache" / "safebot" / "jax")
+    want = {
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "XLA_FLAGS": single,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_COMPILATION_CACHE_DIR": jax_cache,
+        "NUMBA_CACHE_DIR": keyed,
+    }
     assert configure_process(env) == want
     assert env == want
     assert configure_process(env) == {}  # idempotent: a child process inherits the keyed path
 
-    users = {"OMP_WAIT_POLICY": "ACTIVE", "XLA_FLAGS": "", "NUMBA_CACHE_DIR": keyed}
+    users = {k: "" for k in want} | {"OMP_WAIT_POLICY": "ACTIVE", "NUMBA_CACHE_DIR": keyed}
     assert configure_process(users) == {}
     assert users["OMP_WAIT_POLICY"] == "ACTIVE" and users["XLA_FLAGS"] == ""
 

@@ -118,6 +118,7 @@ def bench_learners(
     summary: dict[str, dict[str, Any]] = {label(t): {} for t in tasks}
     failed: dict[str, str] = {}
     t0 = time.perf_counter()
+    commit = code_commit()  # the code the runs of this sitting start with
     report: dict[str, Any] = {}
     for run, result in make_executor("local", workers=workers).map_unordered(run_learner, runs):
         name = f"{label(run.task)}/seed{run.seed}"
@@ -127,7 +128,10 @@ def bench_learners(
             summary[label(run.task)][str(run.seed)] = result
             print(f"{name}: success {result['success']:.0%} on {result['episodes']} fresh "
                   f"episodes, {result['steps']} steps, {result['wall_s']} s", flush=True)  # fmt: skip
-        report = _report(summary, tasks, failed, scripted_dir, command, time.perf_counter() - t0)
+        wall = time.perf_counter() - t0
+        report = _report(summary, tasks, failed, scripted_dir, command, wall) | {
+            "code_commit": commit
+        }
         for folder in (out, results) if results is not None else (out,):
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write(folder / "summary.json", json.dumps(summary, indent=2))
@@ -153,7 +157,6 @@ def _report(
         goals[label(task)] = goal
     return {
         "command": command,
-        "code_commit": code_commit(),
         "cpus": os.cpu_count(),
         "wall_s": round(wall_s, 1),
         "goals": goals,

@@ -191,6 +191,7 @@ def bench_train(
         for arm in ARMS
     ]
     load = os.getloadavg()[0]
+    commit = code_commit()  # the code the arms start with, not the code at the end
     t0 = time.perf_counter()
     arms: dict[str, Any] = {}
     for item, result in make_executor("local", workers=len(runs)).map_unordered(run_arm, runs):
@@ -203,7 +204,7 @@ def bench_train(
         "steps": steps,
         "seed": seed,
         "command": command,
-        "code_commit": code_commit(),
+        "code_commit": commit,
         "cpus": os.cpu_count(),
         "load_at_start": round(load, 2),
         "wall_s": round(time.perf_counter() - t0, 1),
