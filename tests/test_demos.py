@@ -33,7 +33,8 @@ from safebot.train import (
 def _spec(task: str = "reach", **train_keys: Any) -> TaskSpec:
     spec = load_task(task)
     data = spec.model_dump(mode="json")
-    data["train"].update(train_keys)
+    # behaviour cloning updates SB3's torch actor (Reach's recipe trains SBX's JAX SAC)
+    data["train"].update({"backend": "torch", **train_keys})
     return parse_model(data, TaskSpec, spec.source)
 
 

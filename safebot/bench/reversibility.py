@@ -33,9 +33,11 @@ from safebot.shield import Shield
 from safebot.spec import TaskSpec, UncertaintySection, load_task
 from safebot.train import evaluate
 
-# the perturbation: obstacle centre shift (m) and new half-size while it lasts
-SHIFT = np.array([-0.02, 0.0, 0.0])
-GROW = np.array([0.0, 0.02, 0.02])
+# the perturbation: obstacle centre shift (m) and new half-size while it lasts. 7 cm: since
+# the keep-out guards the hand's whole width, the controller's own 6 cm clearance and the
+# 2 cm cap margin absorb a stale map off by 2-4 cm (no contact at all, measured 2026-12-01)
+SHIFT = np.array([-0.07, 0.0, 0.0])
+GROW = np.array([0.0, 0.07, 0.07])
 # m/s: the controller's own speed cap (a controller choice, not a cost: issue 12 removed the
 # speed cost; 0.48 m/s is the 0.8 x 0.6 m/s the experiment was measured with)
 CONTROLLER_SPEED = 0.48
