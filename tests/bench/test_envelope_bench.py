@@ -36,7 +36,16 @@ from safebot.bench.executors import LocalExecutor, RayExecutor, make_executor
 
 HEADER = "step,width,success_rate,mean_return,cost_rate,intervention_rate,mean_correction,train_cost,train_steps,reason,wall_s"
 # learning starts inside the tiny budget so the determinism check covers gradient updates
-TINY_TRAIN = (("net_arch", [32, 32]), ("learning_starts", 64), ("batch_size", 32))
+# torch: SBX (Reach's backend) compiles its update in every fresh worker process, ~10-60 s
+# of a 128-step run; the sweep machinery under test does not depend on the learner
+TINY_TRAIN = (
+    ("net_arch", [32, 32]),
+    ("learning_starts", 64),
+    ("batch_size", 32),
+    ("backend", "torch"),
+    ("train_freq", 1),
+    ("gradient_steps", 1),
+)
 
 
 def _metrics(rows: list[tuple[int, float, float, float, float]]) -> str:
