@@ -26,7 +26,7 @@ def learner_class(spec: TaskSpec) -> Any:
 
     SBX (the Stable-Baselines3 team's JAX implementation) has SB3's API, buffers,
     callbacks and save format; it jit-compiles a whole update and runs the
-    ``gradient_steps`` of one rollout in one call (docs/design.md, "Learners").
+    ``gradient_steps`` of one rollout in one call (docs/design.md, "Key dependency facts").
 
     Raises:
         RunError: ``backend = "jax"`` and SBX or JAX is not installed.
