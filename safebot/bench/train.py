@@ -25,7 +25,6 @@ import csv
 import functools
 import json
 import os
-import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -147,24 +146,13 @@ def run_arm(run: ArmRun) -> dict[str, Any]:
 
 
 def code_commit() -> str | None:
-    """The git commit of the working tree (``+dirty`` when it has changes), None outside git."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    """The checkout's commit, ``+dirty`` when tracked files differ (None outside git)."""
+    from safebot.bench.headline import code_commit as checkout
+
+    info = checkout()
+    if info["commit"] is None:
         return None
-    return head + ("+dirty" if dirty else "")
+    return str(info["commit"]) + ("+dirty" if info["dirty"] else "")
 
 
 def bench_train(
