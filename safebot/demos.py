@@ -28,6 +28,7 @@ them beside the training steps.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,16 +162,29 @@ def _bc_step(
     q_filter: bool,
     rng: np.random.Generator,
 ) -> float:
-    """One cloning gradient step on the actor; returns the loss (0 when every sample is filtered)."""
-    import torch as th
+    """One cloning gradient step on the actor; returns the loss (0 when every sample is filtered).
 
+    The actor is SB3's torch module or SBX's flax one (``[train] backend``): the
+    loss, the Q-filter and the optimizer (the actor's own) are the same in both.
+    """
     idx = rng.integers(0, len(demos), size=min(batch, len(demos)))
     obs_np = {k: v[idx] for k, v in demos.obs.items()}
     norm = model.get_vec_normalize_env()
     if norm is not None:  # the learner sees normalised observations
         obs_np = norm.normalize_obs(obs_np)
+    target = demos.actions[idx]
+    if hasattr(model.policy, "actor_state"):  # SBX
+        return _bc_step_jax(model, obs_np, target, weight, q_filter)
+    return _bc_step_torch(model, obs_np, target, weight, q_filter)
+
+
+def _bc_step_torch(
+    model: Any, obs_np: dict[str, np.ndarray], target_np: np.ndarray, weight: float, q_filter: bool
+) -> float:
+    import torch as th
+
     obs, _ = model.policy.obs_to_tensor(obs_np)
-    target = th.as_tensor(demos.actions[idx], device=model.device)
+    target = th.as_tensor(target_np, device=model.device)
     pi = model.actor(obs, deterministic=True)
     err = ((pi - target) ** 2).sum(dim=1)
     if q_filter:
@@ -187,6 +201,61 @@ def _bc_step(
     loss.backward()
     model.actor.optimizer.step()
     return float(loss.detach())
+
+
+def _bc_step_jax(
+    model: Any, obs_np: dict[str, np.ndarray], target: np.ndarray, weight: float, q_filter: bool
+) -> float:
+    # SBX feeds its networks the Dict observation concatenated in the space's key order
+    keys = list(model.observation_space.keys())
+    obs = np.concatenate([obs_np[k].reshape(len(target), -1) for k in keys], axis=1)
+    policy = model.policy
+    policy.actor_state, loss, kept = _jax_bc_update()(
+        policy.actor_state,
+        policy.qf_state,
+        obs.astype(np.float32),
+        target.astype(np.float32),
+        np.float32(weight),
+        q_filter,
+    )
+    return float(loss) if float(kept) > 0 else 0.0
+
+
+@functools.cache
+def _jax_bc_update() -> Any:
+    """The jitted SBX cloning update, built on first use (JAX loads only for ``backend = "jax"``)."""
+    import jax
+    import jax.numpy as jnp
+
+    dropout_key = jax.random.PRNGKey(0)  # the critics are built without dropout
+
+    def min_q(qf_state: Any, obs: Any, actions: Any) -> Any:
+        q = qf_state.apply_fn(qf_state.params, obs, actions, rngs={"dropout": dropout_key})
+        return jnp.min(q, axis=0)[:, 0]  # (n_critics, batch, 1) -> (batch,)
+
+    def update(
+        actor_state: Any, qf_state: Any, obs: Any, target: Any, weight: Any, q_filter: bool
+    ) -> Any:
+        def loss_fn(params: Any) -> Any:
+            pi = actor_state.apply_fn(params, obs).mode()
+            err = jnp.sum((pi - target) ** 2, axis=1)
+            if not q_filter:
+                return weight * jnp.mean(err), jnp.float32(len(err))
+            keep = (min_q(qf_state, obs, target) >= min_q(qf_state, obs, pi)).astype(jnp.float32)
+            keep = jax.lax.stop_gradient(keep)
+            kept = jnp.sum(keep)
+            return weight * jnp.sum(err * keep) / jnp.maximum(kept, 1.0), kept
+
+        (loss, kept), grads = jax.value_and_grad(loss_fn, has_aux=True)(actor_state.params)
+        # like the torch step, no optimizer step at all when every sample was filtered
+        stepped = jax.lax.cond(
+            kept > 0,
+            lambda: actor_state.apply_gradients(grads=grads),
+            lambda: actor_state,
+        )
+        return stepped, loss, kept
+
+    return jax.jit(update, static_argnames=("q_filter",))
 
 
 def pretrain_actor(model: Any, demos: DemoSet, steps: int, batch: int, seed: int = 0) -> float:

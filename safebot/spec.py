@@ -372,15 +372,6 @@ class TrainSection(Frozen):
             )
         if (self.bc_weight > 0 or self.bc_pretrain > 0) and self.demo_episodes == 0:
             raise ValueError("bc_weight / bc_pretrain need demo_episodes > 0 (nothing to clone)")
-        if (
-            self.backend == "jax"
-            and self.algo == "sac"
-            and (self.bc_weight > 0 or self.bc_pretrain > 0)
-        ):
-            raise ValueError(
-                "bc_weight / bc_pretrain need backend = 'torch' (behaviour cloning updates "
-                "SB3's torch actor)"
-            )
         return self
 
 

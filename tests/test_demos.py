@@ -33,7 +33,7 @@ from safebot.train import (
 def _spec(task: str = "reach", **train_keys: Any) -> TaskSpec:
     spec = load_task(task)
     data = spec.model_dump(mode="json")
-    # behaviour cloning updates SB3's torch actor (Reach's recipe trains SBX's JAX SAC)
+    # torch unless a test asks for SBX (Reach's recipe trains SBX's JAX SAC)
     data["train"].update({"backend": "torch", **train_keys})
     return parse_model(data, TaskSpec, spec.source)
 
@@ -44,9 +44,9 @@ def _model_and_vec(spec: TaskSpec, tmp_path: Path, width: float = 0.0) -> tuple[
     return model, vec
 
 
-@pytest.fixture
-def reach_demos(tmp_path: Path) -> tuple[Any, DummyVecEnv, DemoSet]:
-    spec = _spec("reach", correction_penalty=0.3, learning_starts=50)
+@pytest.fixture(params=["torch", "jax"])
+def reach_demos(request: Any, tmp_path: Path) -> tuple[Any, DummyVecEnv, DemoSet]:
+    spec = _spec("reach", correction_penalty=0.3, learning_starts=50, backend=request.param)
     model, vec = _model_and_vec(spec, tmp_path)
     demos = collect_demonstrations(model, vec, 3, correction_penalty=0.3)
     yield model, vec, demos
@@ -103,10 +103,34 @@ def test_demo_set_round_trip_and_corrupt_file(tmp_path: Path, reach_demos: Any) 
         DemoSet.load(path)
 
 
-def _bc_error(model: Any, demos: DemoSet) -> float:
-    obs, _ = model.policy.obs_to_tensor(demos.obs)
+def _is_sbx(model: Any) -> bool:
+    return hasattr(model.policy, "actor_state")
+
+
+def _flat_obs(model: Any, obs: dict[str, np.ndarray]) -> np.ndarray:
+    return np.concatenate([obs[k] for k in model.observation_space.keys()], axis=1)
+
+
+def _actor_mean(model: Any, obs: dict[str, np.ndarray]) -> np.ndarray:
+    """The deterministic action of either backend's actor, in [-1, 1]."""
+    if _is_sbx(model):
+        state = model.policy.actor_state
+        return np.asarray(state.apply_fn(state.params, _flat_obs(model, obs)).mode())
+    tensors, _ = model.policy.obs_to_tensor(obs)
     with torch.no_grad():
-        pi = model.actor(obs, deterministic=True).numpy()
+        return model.actor(tensors, deterministic=True).numpy()
+
+
+def _actor_params(model: Any) -> list[np.ndarray]:
+    if _is_sbx(model):
+        import jax
+
+        return [np.asarray(x) for x in jax.tree_util.tree_leaves(model.policy.actor_state.params)]
+    return [p.detach().numpy().copy() for p in model.actor.parameters()]
+
+
+def _bc_error(model: Any, demos: DemoSet) -> float:
+    pi = _actor_mean(model, demos.obs)
     return float(((pi - demos.actions) ** 2).sum(axis=1).mean())
 
 
@@ -118,28 +142,44 @@ def test_pretraining_clones_the_demonstrations(reach_demos: Any) -> None:
     assert after < 0.5 * before, (before, after)
 
 
-def test_q_filter_skips_demonstrations_the_critic_rates_below_the_policy(reach_demos: Any) -> None:
-    model, _, demos = reach_demos
-    params = [p.detach().clone() for p in model.actor.parameters()]
+def _critic_prefers_policy(model: Any) -> None:
+    """Replace the critics by one that rates an action by its distance to the policy's own."""
+    if _is_sbx(model):
+        import jax.numpy as jnp
 
+        actor_state = model.policy.actor_state  # frozen copy: the policy always wins
+
+        def apply_fn(params: Any, obs: Any, actions: Any, **_: Any) -> Any:
+            pi = actor_state.apply_fn(actor_state.params, obs).mode()
+            q = -jnp.sum((actions - pi) ** 2, axis=1, keepdims=True)
+            return jnp.stack([q, q])
+
+        model.policy.qf_state = model.policy.qf_state.replace(apply_fn=apply_fn)
+        return
     actor = model.actor
 
-    def critic_prefers_policy(obs: Any, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        # rates an action by its distance to the policy's own: the policy always wins
+    def critic(obs: Any, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
             pi = actor(obs, deterministic=True)
         q = -((actions - pi) ** 2).sum(dim=1, keepdim=True)
         return (q, q)
 
-    model.critic = critic_prefers_policy
+    model.critic = critic
+
+
+def test_q_filter_skips_demonstrations_the_critic_rates_below_the_policy(reach_demos: Any) -> None:
+    model, _, demos = reach_demos
+    params = _actor_params(model)
+    _critic_prefers_policy(model)
     loss = _bc_step(model, demos, 1.0, 64, True, np.random.default_rng(0))
     assert loss == 0.0
-    for p, q in zip(params, model.actor.parameters(), strict=True):
-        assert torch.equal(p, q)
+    for p, q in zip(params, _actor_params(model), strict=True):
+        np.testing.assert_array_equal(p, q)  # no optimizer step at all, not a zero-gradient one
     # without the filter the same step moves the actor
     loss = _bc_step(model, demos, 1.0, 64, False, np.random.default_rng(0))
     assert loss > 0.0
-    assert any(not torch.equal(p, q) for p, q in zip(params, model.actor.parameters(), strict=True))
+    moved = [not np.array_equal(p, q) for p, q in zip(params, _actor_params(model), strict=True)]
+    assert any(moved)
 
 
 def test_cloning_weight_decays_linearly_to_zero(reach_demos: Any) -> None:
