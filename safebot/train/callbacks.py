@@ -24,11 +24,31 @@ from safebot.train.lagrangian import Lagrange
 from safebot.train.rundir import METRIC_FIELDS, RunDir
 
 
+EVAL_SEEDS = range(10_000, 50_000)
+"""Episode seeds of training evaluations; ``safebot eval`` and the benches' fresh
+episodes start at 50 000, so no training evaluation ever saw them."""
+
+
+def evaluation_seed(run_seed: int, index: int, episodes: int) -> int:
+    """The first episode seed of a run's ``index``-th evaluation (``step // eval_every``).
+
+    Every evaluation draws new episodes, as SB3's ``EvalCallback`` does by
+    stepping one env on: with one fixed set, the scheduler would judge 30
+    evaluations on the same 20 goals, and the best model would be picked on
+    them (Reach: 100 % on the fixed 20 for 12 evaluations in a row, 84 % on
+    50 fresh). The seed depends only on the step, so a resumed run evaluates
+    on the episodes it would have, and it stays inside :data:`EVAL_SEEDS`.
+    """
+    span = len(EVAL_SEEDS) - episodes
+    return EVAL_SEEDS.start + (run_seed * 1000 + index * episodes) % span
+
+
 class EnvelopeCallback(BaseCallback):
     """Evaluate every ``eval_every`` steps, update the scheduler, push the width everywhere, log.
 
     The scheduler sees only held-out evaluation episodes (separate env, seeds
-    ``eval_seed + k``), never the training reward (docs/design.md, rule 4).
+    from :func:`evaluation_seed`: new episodes at every evaluation), never the
+    training reward (docs/design.md, rule 4).
 
     Args:
         lagrange: the learned multiplier of a Lagrangian run: logged as the
@@ -45,7 +65,7 @@ class EnvelopeCallback(BaseCallback):
         *,
         eval_every: int,
         episodes: int,
-        eval_seed: int,
+        run_seed: int,
         metrics_csv: Path,
         fixed_width: float | dict[str, float] = 0.0,
         lagrange: Lagrange | None = None,
@@ -57,7 +77,7 @@ class EnvelopeCallback(BaseCallback):
         self.scheduler = scheduler
         self.eval_every = eval_every
         self.episodes = episodes
-        self.eval_seed = eval_seed
+        self.run_seed = run_seed
         self.metrics_csv = metrics_csv
         self.fixed_width = fixed_width
         self.lagrange = lagrange
@@ -109,7 +129,9 @@ class EnvelopeCallback(BaseCallback):
             predict,
             self.eval_env,
             episodes=self.episodes,
-            seed=self.eval_seed,
+            seed=evaluation_seed(
+                self.run_seed, self.num_timesteps // self.eval_every, self.episodes
+            ),
             step=self.num_timesteps,
         )
         if self.best is not None:

@@ -86,7 +86,7 @@ def evaluate_run(
     The model runs at the width it was selected at (the best evaluation's, or the
     run's final width), and unshielded when the run trained unshielded (``[run]
     shield = "off"``: a baseline is judged as it trained, not behind the shield at
-    the caps); training evaluations draw seeds from 10 000 up, so the
+    the caps); training evaluations draw seeds in 10 000-49 999 (``EVAL_SEEDS``), so the
     default 50 000 is held out from every one of them. ``safebot eval`` prints this.
 
     Raises:

@@ -178,7 +178,7 @@ def _build(run: RunDir, spec: TaskSpec, mode: RunMode, penalty: float | None) ->
         scheduler,
         eval_every=spec.train.eval_every,
         episodes=spec.train.eval_episodes,
-        eval_seed=10_000 + spec.train.seed * 1000,
+        run_seed=spec.train.seed,
         metrics_csv=run.metrics,
         fixed_width=UNSHIELDED_WIDTH,
         lagrange=lagrange,
