@@ -23,7 +23,6 @@ from safebot.train.evaluation import EvalResult, evaluate
 from safebot.train.lagrangian import Lagrange
 from safebot.train.rundir import METRIC_FIELDS, RunDir
 
-
 EVAL_SEEDS = range(10_000, 50_000)
 """Episode seeds of training evaluations; ``safebot eval`` and the benches' fresh
 episodes start at 50 000, so no training evaluation ever saw them."""
