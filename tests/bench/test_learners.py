@@ -24,6 +24,21 @@ def test_labels_and_goals_follow_the_issue(tmp_path: Path) -> None:
     assert "careful scripted controller's width-0 success 60%" in goal["source"]
 
 
+def test_a_careful_controller_that_never_succeeds_does_not_make_the_goal_zero(
+    tmp_path: Path,
+) -> None:
+    # Press: the careful controller keeps under the start force bound and never presses
+    table = {
+        "careful": [{"width": 0.0, "success_rate": 0.0}, {"width": 1.0, "success_rate": 1.0}],
+        "naive": [{"width": 0.0, "success_rate": 0.46}, {"width": 1.0, "success_rate": 1.0}],
+    }
+    (tmp_path / "scripted_press.json").write_text(json.dumps(table))
+    goal = goal_of("press", tmp_path)
+    assert goal is not None and goal["success"] == pytest.approx(0.368)
+    assert "naive scripted controller's width-0 success 46%" in goal["source"]
+    assert "careful one's is 0 %" in goal["source"]
+
+
 @pytest.mark.slow
 def test_a_tiny_grid_writes_the_summary_schema_and_a_restart_reads_it_back(
     tmp_path: Path,
