@@ -84,9 +84,9 @@ def goal_of(task: str, scripted_dir: Path) -> dict[str, Any] | None:
         width0 = next(row for row in table[controller] if row["width"] == 0.0)["success_rate"]
         if width0 > 0:
             break
-    # A careful controller that never succeeds at width 0 (Press: it stays under the start
-    # force bound, which the press target needs) would make the goal 0, met by anything:
-    # the naive controller's width-0 success is the reference then.
+    # A careful controller that never succeeds at width 0 (Press: its guarded descent does
+    # not finish within the episode at the start speed bound, docs/tasks.md) would make the
+    # goal 0, met by anything: the naive controller's width-0 success is the reference then.
     return {
         "success": round(SCRIPTED_FRACTION * width0, 4),
         "source": f"{SCRIPTED_FRACTION:.0%} of the {controller} scripted controller's width-0 "

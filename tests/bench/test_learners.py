@@ -27,7 +27,7 @@ def test_labels_and_goals_follow_the_issue(tmp_path: Path) -> None:
 def test_a_careful_controller_that_never_succeeds_does_not_make_the_goal_zero(
     tmp_path: Path,
 ) -> None:
-    # Press: the careful controller keeps under the start force bound and never presses
+    # Press: at the start speed bound the careful descent does not finish in time
     table = {
         "careful": [{"width": 0.0, "success_rate": 0.0}, {"width": 1.0, "success_rate": 1.0}],
         "naive": [{"width": 0.0, "success_rate": 0.46}, {"width": 1.0, "success_rate": 1.0}],
