@@ -12,6 +12,27 @@ the wider margin of a tighter envelope absorbs the map error. When the obstacle
 goes back, competence returns and the width recovers.
 
     python -m safebot.bench.reversibility --out docs/results/reversibility
+
+Learner mode (issue 14, point 5) repeats it with a training agent: one run of
+``safebot.train.train("reach", ...)`` with the task's shipped recipe (SBX SAC)
+and competence scheduler, during which the ``[uncertainty]`` perception error
+(the keep-out map's offset, N(0, 1.5 cm) per axis) is multiplied by ``--factor``
+from ``--change-at`` to ``--restore-at`` in the training envs and the evaluation
+env alike (:class:`~safebot.train.WorldChange`). The experiment asks whether the
+width tightens while the map is worse, harm per evaluation episode stays bounded,
+and the width recovers once the world does:
+
+    python -m safebot.bench.reversibility --learner --steps 45000 \
+        --change-at 20000 --restore-at 30000 --out docs/results/reversibility_learner
+
+writes ``<out>/run/`` (the run directory; restarting the command resumes it from
+its last checkpoint, and a finished run is only re-read), ``<out>/curves.csv``
+(one row per evaluation: step, width, success, harm per episode, cost rate,
+``perturbed``), ``<out>/summary.json`` (the settings, a before / during / after
+table of mean and min width, mean success, mean and max harm per episode, and the
+curves) and the figure ``--figure`` (default ``docs/img/reversibility_learner.png``).
+An evaluation at a change's step runs before the change, so ``perturbed`` marks the
+evaluations after the change up to and including the one at the restore step.
 """
 
 from __future__ import annotations
@@ -19,6 +40,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +53,7 @@ from safebot.schedulers import Scheduler, make_scheduler
 from safebot.scripted import reach_policy
 from safebot.shield import Shield
 from safebot.spec import TaskSpec, UncertaintySection, load_task
-from safebot.train import evaluate
+from safebot.train import RunDir, RunOptions, RunResult, WorldChange, evaluate, train
 
 # the perturbation: obstacle centre shift (m) and new half-size while it lasts. 7 cm: since
 # the keep-out guards the hand's whole width, the controller's own 6 cm clearance and the
@@ -178,16 +200,206 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+#: the learner mode's columns of ``metrics.csv`` kept in its curves (``perturbed`` is added)
+CURVE_FIELDS = ("step", "width", "success_rate", "harm_per_episode", "cost_rate", "reason")
+
+
+def learner_run(
+    out: Path,
+    opts: RunOptions,
+    *,
+    change_at: int,
+    restore_at: int,
+    factor: float = 2.0,
+    progress: bool = True,
+) -> RunResult:
+    """Train Reach under ``opts`` in ``out/run`` (resumed when it was started before),
+    the perception error times ``factor`` from step ``change_at`` to ``restore_at``."""
+    if not 0 < change_at < restore_at:
+        raise ValueError(f"need 0 < change_at < restore_at, got {change_at}, {restore_at}")
+    if not math.isfinite(factor) or factor < 0.0:  # before the run, not at change_at
+        raise ValueError(f"--factor must be finite and >= 0, got {factor}")
+    change = WorldChange(
+        {
+            change_at: ("set_perception_scale", (factor,)),
+            restore_at: ("set_perception_scale", (1.0,)),
+        }
+    )
+    run = RunDir(out / "run")
+    started = run.config.exists()
+    # a folder without config.toml holds no checkpoint to resume: start it again
+    return train(
+        "reach",
+        opts,
+        out=run.root,
+        resume=started,
+        force=not started,
+        progress=progress,
+        callbacks=[change],
+    )
+
+
+def applied_step(step: int, n_envs: int) -> int:
+    """The step a change scheduled at ``step`` is made at: ``num_timesteps`` grows by ``n_envs``."""
+    return -(-step // n_envs) * n_envs
+
+
+def changed_window(run: RunDir, change_at: int, restore_at: int) -> tuple[int, int]:
+    """The steps the run made its change and its restore at (:func:`applied_step`)."""
+    spec, _ = run.load_config()
+    return applied_step(change_at, spec.train.n_envs), applied_step(restore_at, spec.train.n_envs)
+
+
+def learner_curves(run: RunDir, window: tuple[int, int]) -> list[dict[str, Any]]:
+    """One row per evaluation of ``metrics.csv``; ``perturbed`` (0 or 1) when it ran after
+    the change and before the restore of ``window`` (:func:`changed_window`)."""
+    on, off = window
+    with run.metrics.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    curves = []
+    for r in rows:
+        row: dict[str, Any] = {k: float(r[k]) for k in CURVE_FIELDS if k not in ("step", "reason")}
+        step = int(r["step"])
+        curves.append(
+            {"step": step, **row, "reason": r["reason"], "perturbed": int(on < step <= off)}
+        )
+    return curves
+
+
+def phase_table(curves: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
+    """Per phase (before / during / after the changed window): evaluations, mean and min
+    width, mean success, mean and max harm per episode (``None`` for an empty phase)."""
+    during = [k for k, r in enumerate(curves) if r["perturbed"]]
+    first, last = (during[0], during[-1]) if during else (len(curves), len(curves) - 1)
+    parts = {
+        "before": curves[:first],
+        "during": curves[first : last + 1],
+        "after": curves[last + 1 :],
+    }
+    table: dict[str, dict[str, float | int | None]] = {}
+    for name, rows in parts.items():
+        w = [r["width"] for r in rows]
+        harm = [r["harm_per_episode"] for r in rows]
+        table[name] = {
+            "evaluations": len(rows),
+            "mean_width": float(np.mean(w)) if rows else None,
+            "min_width": float(np.min(w)) if rows else None,
+            "mean_success": float(np.mean([r["success_rate"] for r in rows])) if rows else None,
+            "mean_harm_per_episode": float(np.mean(harm)) if rows else None,
+            "max_harm_per_episode": float(np.max(harm)) if rows else None,
+        }
+    return table
+
+
+def plot_learner(
+    curves: Sequence[dict[str, Any]], path: Path, window: tuple[int, int], factor: float
+) -> Path:
+    """Width, harm per evaluation episode and success against the training step, the
+    changed window shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    step = np.array([r["step"] for r in curves])
+    fig, axes = plt.subplots(3, 1, figsize=(7, 6), sharex=True)
+    panels = (
+        ("width", "width", "tab:blue"),
+        ("harm_per_episode", "eval harm / episode", "tab:red"),
+        ("success_rate", "eval success", "tab:green"),
+    )
+    for ax, (key, label, colour) in zip(axes, panels, strict=True):
+        ax.axvspan(*window, color="orange", alpha=0.15, label=f"perception error x{factor:g}")
+        # a width row is the width set after that evaluation: it holds until the next one
+        style = "steps-post" if key == "width" else "default"
+        ax.plot(step, [r[key] for r in curves], "o-", ms=3, color=colour, drawstyle=style)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(-0.05, 1.05)
+    axes[2].set_ylim(-0.05, 1.05)
+    axes[0].legend(loc="lower right")
+    axes[2].set_xlabel("training step")
+    fig.suptitle("Reach, training: competence envelope around a worse perception error")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def learner_main(args: argparse.Namespace) -> int:
+    """``--learner``: the run (or its resume), then curves, phase table and figure."""
+    out: Path = args.out
+    opts = RunOptions(
+        steps=args.steps,
+        backend=args.backend,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        checkpoint_every=args.checkpoint_every,
+    )
+    learner_run(
+        out,
+        opts,
+        change_at=args.change_at,
+        restore_at=args.restore_at,
+        factor=args.factor,
+        progress=not args.quiet,
+    )
+    window = changed_window(RunDir(out / "run"), args.change_at, args.restore_at)
+    curves = learner_curves(RunDir(out / "run"), window)
+    table = phase_table(curves)
+    with (out / "curves.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[*CURVE_FIELDS, "perturbed"])
+        w.writeheader()
+        w.writerows(curves)
+    settings = {
+        "task": "reach",
+        "steps": args.steps,
+        "change_at": args.change_at,
+        "restore_at": args.restore_at,
+        "factor": args.factor,
+    }
+    summary = {"settings": settings, "phases": table, "curves": curves}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    png = plot_learner(curves, args.figure, window, args.factor)
+    for name, row in table.items():
+        cells = "  ".join(
+            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+        )
+        print(f"{name:6s} {cells}")
+    print(f"curves: {out / 'curves.csv'}  summary: {out / 'summary.json'}  plot: {png}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/results/reversibility"))
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default docs/results/reversibility[_learner]"
+    )
     parser.add_argument("--evaluations", type=int, default=30)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--perturb", type=int, nargs=2, default=(12, 20), metavar=("FROM", "TO"))
     parser.add_argument("--seed", type=int, default=0)
+    learner = parser.add_argument_group("learner mode (a training agent)")
+    learner.add_argument(
+        "--learner", action="store_true", help="train Reach instead of the fixed controller"
+    )
+    learner.add_argument("--steps", type=int, default=45000)
+    learner.add_argument("--change-at", type=int, default=20000)
+    learner.add_argument("--restore-at", type=int, default=30000)
+    learner.add_argument("--factor", type=float, default=2.0, help="perception error multiplier")
+    learner.add_argument("--figure", type=Path, default=Path("docs/img/reversibility_learner.png"))
+    learner.add_argument("--quiet", action="store_true", help="no progress bar")
+    for name in ("--eval-every", "--eval-episodes", "--checkpoint-every"):
+        learner.add_argument(name, type=int, default=None, help="default: the task's [train]")
+    learner.add_argument("--backend", choices=("torch", "jax"), default=None)
     args = parser.parse_args(argv)
+    if args.learner:
+        args.out = args.out or Path("docs/results/reversibility_learner")
+        return learner_main(args)
+    args.out = args.out or Path("docs/results/reversibility")
     rows = run(
         evaluations=args.evaluations,
         perturb=tuple(args.perturb),

@@ -29,7 +29,8 @@ between what the controller believes and the truth. The keep-out map
 (:meth:`ArmTaskEnv.keepout_boxes`, which the shield reads) is the true boxes plus an
 offset; the true table (and what stands on it) is moved from the height the spec's
 workspace floor and goals assume; the object's mass and friction are drawn. Physics
-and costs always see the truth.
+and costs always see the truth. :meth:`ArmTaskEnv.set_perception_scale` scales the
+sigmas at run time, so an experiment can make the world drift mid-run.
 """
 
 from __future__ import annotations
@@ -400,6 +401,8 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
         """This episode's offset (m) of each believed keep-out centre from the true geom."""
         self.surface_error = 0.0
         """This episode's height (m) of the true table above the believed one (z = 0)."""
+        self.perception_scale = 1.0
+        """Factor on the ``[uncertainty]`` sigmas (:meth:`set_perception_scale`)."""
         self._surface_bodies = [self._table_body] if self._table_body >= 0 else []
         for b in self._object_bodies:
             if m.body_jntnum[b] and m.jnt_type[m.body_jntadr[b]] != mujoco.mjtJoint.mjJNT_FREE:
@@ -414,6 +417,20 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
                 "object, the scene has no moving body besides the arm"
             )
 
+    def set_perception_scale(self, scale: float) -> None:
+        """Multiply the ``[uncertainty]`` sigmas (keep-out and surface) by ``scale`` from the
+        next episode on: the world drifting from the model mid-run (the reversibility
+        experiment doubles it). Mass and friction ranges are left alone. At 1.0 (the
+        default) every draw is the one the spec alone makes.
+
+        Raises:
+            ValueError: ``scale`` is negative, NaN or infinite.
+        """
+        s = float(scale)
+        if not np.isfinite(s) or s < 0.0:
+            raise ValueError(f"perception scale must be finite and >= 0, got {scale!r}")
+        self.perception_scale = s
+
     def _sample_perception(self, rng: np.random.Generator) -> None:
         """Draw this episode's errors; nothing is drawn (the rng untouched) when none is declared."""
         unc = self.task.uncertainty
@@ -425,8 +442,9 @@ class ArmTaskEnv(gym.Env[dict[str, np.ndarray], np.ndarray], abc.ABC):
             z = np.clip(rng.standard_normal(shape), -unc.max_sigmas, unc.max_sigmas)
             return np.asarray(sigma * z, dtype=np.float64)
 
-        self.keepout_error[:] = gauss(unc.keepout_sigma, self.keepout_error.shape)
-        self.surface_error = float(gauss(unc.surface_sigma, (1,))[0])
+        k = self.perception_scale
+        self.keepout_error[:] = gauss(unc.keepout_sigma * k, self.keepout_error.shape)
+        self.surface_error = float(gauss(unc.surface_sigma * k, (1,))[0])
         for b in self._surface_bodies:
             m.body_pos[b] = self._nominal_body_pos[b]
             m.body_pos[b, 2] += self.surface_error

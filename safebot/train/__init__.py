@@ -17,7 +17,8 @@ extends them only through callbacks. One module per job:
 ``callbacks``   :class:`EnvelopeCallback` (evaluate, update the scheduler, push
                 the width to every env, log), :class:`CheckpointCallback`
                 (atomic checkpoints, so ``--resume`` continues after a
-                ``kill -9``), :class:`ProgressCallback`
+                ``kill -9``), :class:`ProgressCallback`, :class:`WorldChange`
+                (scheduled changes of the world, for experiments)
 ``run``         :func:`train`: open the run directory, build, start or resume,
                 learn, finish
 ==============  ================================================================
@@ -42,7 +43,12 @@ from safebot.modes import (
     ShieldMode,
 )
 from safebot.train.best import BestModel
-from safebot.train.callbacks import CheckpointCallback, EnvelopeCallback, ProgressCallback
+from safebot.train.callbacks import (
+    CheckpointCallback,
+    EnvelopeCallback,
+    ProgressCallback,
+    WorldChange,
+)
 from safebot.train.evaluation import EvalResult, evaluate, evaluate_run
 from safebot.train.lagrangian import Lagrange, LagrangeCallback
 from safebot.train.model import NormalizedModel, load_model, load_policy, make_model
@@ -93,6 +99,7 @@ __all__ = [
     "SchedulerKind",
     "ShapedReward",
     "ShieldMode",
+    "WorldChange",
     "env_factory",
     "evaluate",
     "evaluate_run",

@@ -1,4 +1,5 @@
-"""SB3 callbacks: envelope updates from held-out evaluations, atomic checkpoints, a progress bar.
+"""SB3 callbacks: envelope updates from held-out evaluations, atomic checkpoints, a progress bar,
+scheduled changes of the world (experiments).
 
 safebot extends the stock learners only through callbacks (no SAC/PPO subclass).
 """
@@ -9,9 +10,11 @@ import copy
 import csv
 import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -263,6 +266,77 @@ class CheckpointCallback(BaseCallback):
         self.run.drop_old_checkpoints(keep=2)
 
 
+class WorldChange(BaseCallback):
+    """Change the world of every training env and of the evaluation env at scheduled steps.
+
+    ``changes`` maps a step to ``(method, args)``: a method of the task env (SB3's
+    ``env_method`` finds it through the wrapper stack, the evaluation env's
+    ``get_wrapper_attr`` likewise) called once ``num_timesteps`` reaches the step.
+    Both sides change together because the scheduler judges the evaluation episodes:
+    a world that changed only under the learner would leave the width where it was.
+
+    Each method is a setter (its last call is the whole state it sets), so on training
+    start, a resumed run included, the latest change of each method at or before the
+    current step is applied again and a resume sees the world the run had left. The
+    run's own callbacks come first (:func:`~safebot.train.train` appends extra ones), so
+    an evaluation at a change's step still sees the world before it. Episodes already
+    under way keep what they drew at their reset (a resumed run's first ones too).
+
+    Example:
+        ``WorldChange({20000: ("set_perception_scale", (2.0,)),
+        30000: ("set_perception_scale", (1.0,))})`` doubles the perception error
+        between steps 20 000 and 30 000 (:meth:`ArmTaskEnv.set_perception_scale`).
+
+    Args:
+        changes: ``{step: (method name, positional args)}``; steps >= 0.
+        eval_env: the run's evaluation env; :func:`~safebot.train.train` sets it.
+    """
+
+    def __init__(
+        self,
+        changes: Mapping[int, tuple[str, Sequence[Any]]],
+        eval_env: gym.Env[Any, Any] | None = None,
+    ) -> None:
+        super().__init__(verbose=0)
+        for step, change in changes.items():
+            if int(step) < 0 or len(change) != 2 or not isinstance(change[0], str):
+                raise ValueError(
+                    f"WorldChange: {step!r}: {change!r} is not step >= 0: (method name, args)"
+                )
+        self.changes = [
+            (int(step), name, tuple(args)) for step, (name, args) in sorted(changes.items())
+        ]
+        self.eval_env = eval_env
+        #: ``(num_timesteps, method, args)`` of every change made, in order
+        self.applied: list[tuple[int, str, tuple[Any, ...]]] = []
+        self._next = 0
+
+    def _on_training_start(self) -> None:
+        if self.eval_env is None:
+            raise ValueError(
+                "WorldChange has no evaluation env: pass eval_env, or hand it to "
+                "safebot.train.train(callbacks=...), which sets the run's"
+            )
+        due = [c for c in self.changes if c[0] <= self.num_timesteps]
+        self._next = len(due)
+        latest = {name: (step, name, args) for step, name, args in due}
+        for change in sorted(latest.values(), key=lambda c: c[0]):
+            self._apply(change[1], change[2])
+
+    def _on_step(self) -> bool:
+        while self._next < len(self.changes) and self.num_timesteps >= self.changes[self._next][0]:
+            _, name, args = self.changes[self._next]
+            self._next += 1
+            self._apply(name, args)
+        return True
+
+    def _apply(self, name: str, args: tuple[Any, ...]) -> None:
+        assert self.eval_env is not None
+        self.training_env.env_method(name, *args)
+        self.eval_env.get_wrapper_attr(name)(*args)
+        self.applied.append((self.num_timesteps, name, args))
+
+
 class ProgressCallback(BaseCallback):
     """A rich progress bar with the current width, evaluation success and cost rate."""
 
@@ -310,4 +384,4 @@ class ProgressCallback(BaseCallback):
             self._progress.stop()
 
 
-__all__ = ["CheckpointCallback", "EnvelopeCallback", "ProgressCallback"]
+__all__ = ["CheckpointCallback", "EnvelopeCallback", "ProgressCallback", "WorldChange"]

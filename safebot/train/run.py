@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,12 @@ from safebot.schedulers import Scheduler, make_scheduler
 from safebot.shield import Shield
 from safebot.spec import TaskSpec, load_task
 from safebot.train.best import BestModel
-from safebot.train.callbacks import CheckpointCallback, EnvelopeCallback, ProgressCallback
+from safebot.train.callbacks import (
+    CheckpointCallback,
+    EnvelopeCallback,
+    ProgressCallback,
+    WorldChange,
+)
 from safebot.train.lagrangian import Lagrange, LagrangeCallback
 from safebot.train.model import load_model, load_normalizer, load_replay_buffer, make_model
 from safebot.train.options import RunError, RunOptions, resolve_spec
@@ -65,6 +70,8 @@ class _Session:
     #: builds the fresh learner (``spec, vec, run_dir -> model``); ``safebot bench train``
     #: passes its plain-SB3 baseline here, everything else about the run stays the same
     model_factory: Callable[[TaskSpec, Any, Path], Any] = make_model
+    #: the caller's callbacks, run after the run's own (a :class:`WorldChange` gets ``eval_env``)
+    extra_callbacks: Sequence[BaseCallback] = ()
 
     @property
     def start_width(self) -> Any:
@@ -80,11 +87,15 @@ def train(
     force: bool = False,
     progress: bool = True,
     model_factory: Callable[[TaskSpec, Any, Path], Any] = make_model,
+    callbacks: Sequence[BaseCallback] = (),
 ) -> RunResult:
     """Train a shielded policy; :mod:`safebot.train.rundir` lists what the run directory holds.
 
     ``model_factory`` builds the fresh learner (default :func:`make_model`, the
     ``[train]`` recipe); a resumed run loads the saved model whatever built it.
+    ``callbacks`` run after the run's own; a :class:`WorldChange` among them is
+    handed the run's evaluation env. They are not checkpointed: pass the same ones
+    again to resume.
 
     Raises:
         RunError: bad options, an existing run directory without ``resume``/``force``,
@@ -99,6 +110,7 @@ def train(
     torch.set_num_threads(spec.train.torch_threads)
     s = _build(run, spec, mode, reward_penalty(mode.constraint, opts.cost_penalty))
     s.model_factory = model_factory
+    s.extra_callbacks = tuple(callbacks)
     ckpt = run.latest_checkpoint() if resume else None
     if ckpt is not None:
         model, demos = _restore(s, ckpt)
@@ -238,6 +250,10 @@ def _learn(s: _Session, model: Any, demos: DemoSet | None, *, progress: bool, re
         )
     if progress:
         callbacks.append(ProgressCallback(t.total_steps, s.env_cb))
+    for cb in s.extra_callbacks:
+        if isinstance(cb, WorldChange):
+            cb.eval_env = s.env_cb.eval_env
+    callbacks.extend(s.extra_callbacks)
     remaining = t.total_steps - model.num_timesteps
     if remaining > 0:
         model.learn(

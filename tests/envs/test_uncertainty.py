@@ -138,3 +138,52 @@ def test_cap_margin_touches_a_closer_obstacle_the_start_margin_does_not() -> Non
     start_contact, start_gap = _approach(0.0, seed)
     assert cap_contact == 1.0, cap_gap
     assert start_contact == 0.0 and start_gap > 0.03, start_gap
+
+
+# -- a perception error that changes at run time (the reversibility experiment) --------
+
+
+def test_scale_one_draws_what_the_spec_alone_draws() -> None:
+    from gymnasium.utils import seeding
+
+    env = make_env("reach")  # the shipped keepout_sigma = 0.015
+    env.set_perception_scale(1.0)
+    env.reset(seed=11)
+    # the stream the reset draws from, replayed by hand: home noise, then the map error
+    rng, _ = seeding.np_random(11)
+    rng.uniform(-env.task.robot.home_noise, env.task.robot.home_noise, env.physics.n)
+    cap = env.task.uncertainty.max_sigmas
+    want = 0.015 * np.clip(rng.standard_normal(env.keepout_error.shape), -cap, cap)
+    np.testing.assert_array_equal(env.keepout_error, want)
+    untouched = make_env("reach")
+    untouched.reset(seed=11)
+    np.testing.assert_array_equal(untouched.keepout_error, env.keepout_error)
+    np.testing.assert_array_equal(untouched.goal, env.goal)
+
+
+def test_the_scale_multiplies_the_sigmas_from_the_next_episode_on() -> None:
+    spec = _spec("push", keepout_sigma=0.01, surface_sigma=0.005, object_mass=[0.05, 0.3])
+    plain, scaled = make_env(spec), make_env(spec)
+    plain.reset(seed=5)
+    scaled.reset(seed=5)
+    drawn = scaled.keepout_error.copy()
+    scaled.set_perception_scale(2.0)
+    np.testing.assert_array_equal(scaled.keepout_error, drawn)  # this episode keeps its draw
+    for seed in (5, 6):
+        plain.reset(seed=seed)
+        scaled.reset(seed=seed)
+        np.testing.assert_allclose(scaled.keepout_error, 2.0 * plain.keepout_error, rtol=1e-15)
+        assert scaled.surface_error == pytest.approx(2.0 * plain.surface_error, rel=1e-15)
+        assert plain.surface_error != 0.0
+        # the rest of the stream (mass, goal) is untouched: same number of draws (the goal's
+        # height follows the table's, which the scale moved)
+        np.testing.assert_array_equal(scaled.model.body_mass, plain.model.body_mass)
+        np.testing.assert_array_equal(scaled.goal[:2], plain.goal[:2])
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), -0.5])
+def test_a_bad_perception_scale_is_refused(scale: float) -> None:
+    env = make_env("reach")
+    with pytest.raises(ValueError, match=f"perception scale .* got {scale}"):
+        env.set_perception_scale(scale)
+    assert env.perception_scale == 1.0

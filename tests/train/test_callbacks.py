@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stable_baselines3.common.callbacks import BaseCallback
 
 import safebot.train.callbacks as callbacks
-from safebot.train import RunOptions, train
+from safebot.train import RunOptions, WorldChange, train
 from safebot.train.callbacks import EVAL_SEEDS, evaluation_seed
 
 
@@ -44,3 +45,80 @@ def test_a_run_and_its_resume_evaluate_on_the_seeds_the_step_names(
     assert [s for s, _ in seen] == [64, 128, 192, 256]
     assert [seed for _, seed in seen] == [evaluation_seed(0, k, 2) for k in (1, 2, 3, 4)]
     assert len({seed for _, seed in seen}) == 4
+
+
+# -- WorldChange: the world changes under the learner and the scheduler alike --------
+
+TINY = {"eval_every": 64, "eval_episodes": 1, "checkpoint_every": 64, "backend": "torch"}
+SCALE = "set_perception_scale"
+
+
+class _Probe(BaseCallback):
+    """After ``world``: the perception scale of the training env and the evaluation env."""
+
+    def __init__(self, world: WorldChange) -> None:
+        super().__init__(verbose=0)
+        self.world = world
+        self.seen: dict[int, tuple[float, float]] = {}
+
+    def _on_step(self) -> bool:
+        assert self.world.eval_env is not None
+        train_scale = self.training_env.get_attr("perception_scale")[0]
+        eval_scale = self.world.eval_env.unwrapped.perception_scale  # type: ignore[attr-defined]
+        self.seen[self.num_timesteps] = (train_scale, eval_scale)
+        return True
+
+
+def _record_evaluations(monkeypatch: pytest.MonkeyPatch) -> dict[int, float]:
+    """``{step: the evaluation env's perception scale}`` of every training evaluation."""
+    seen: dict[int, float] = {}
+    real = callbacks.evaluate
+
+    def recording(policy: Any, env: Any, *args: Any, step: int, **kwargs: Any) -> Any:
+        seen[step] = env.unwrapped.perception_scale
+        return real(policy, env, *args, step=step, **kwargs)
+
+    monkeypatch.setattr(callbacks, "evaluate", recording)
+    return seen
+
+
+def test_world_changes_reach_the_training_and_evaluation_envs_at_their_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evaluated = _record_evaluations(monkeypatch)
+    world = WorldChange({32: (SCALE, (2.0,)), 64: (SCALE, (3.0,)), 100: (SCALE, (1.0,))})
+    probe = _Probe(world)
+    train("reach", RunOptions(steps=128, **TINY), out=tmp_path / "r", progress=False,
+          callbacks=[world, probe])  # fmt: skip
+    assert world.applied == [(32, SCALE, (2.0,)), (64, SCALE, (3.0,)), (100, SCALE, (1.0,))]
+    assert probe.seen[31] == (1.0, 1.0) and probe.seen[32] == (2.0, 2.0)
+    assert probe.seen[64] == (3.0, 3.0) and probe.seen[99] == (3.0, 3.0)
+    assert probe.seen[100] == (1.0, 1.0)
+    # the run's own callbacks come first: the evaluation at step 64 saw the world before
+    assert evaluated == {64: 2.0, 128: 1.0}
+
+
+def test_a_resumed_run_sees_the_world_it_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evaluated = _record_evaluations(monkeypatch)
+    out = tmp_path / "r"
+
+    def schedule() -> WorldChange:
+        return WorldChange({32: (SCALE, (3.0,)), 96: (SCALE, (2.0,)), 160: (SCALE, (1.0,))})
+
+    train("reach", RunOptions(steps=128, **TINY), out=out, progress=False, callbacks=[schedule()])
+    world = schedule()
+    probe = _Probe(world)
+    train("reach", RunOptions(steps=192, **TINY), out=out, resume=True, progress=False,
+          callbacks=[world, probe])  # fmt: skip
+    # on start only the latest change of each method at or before step 128 is made again
+    assert world.applied == [(128, SCALE, (2.0,)), (160, SCALE, (1.0,))]
+    assert probe.seen[129] == (2.0, 2.0) and probe.seen[160] == (1.0, 1.0)
+    assert evaluated == {64: 3.0, 128: 2.0, 192: 1.0}
+
+
+@pytest.mark.parametrize("changes", [{-1: (SCALE, (2.0,))}, {5: (SCALE,)}, {5: (3, (2.0,))}])
+def test_a_bad_world_change_schedule_is_refused(changes: Any) -> None:
+    with pytest.raises(ValueError, match="WorldChange"):
+        WorldChange(changes)
