@@ -19,6 +19,14 @@ width 0; their episodes are the demonstrations:
   at least as high as the policy's own (the Q-filter of Nair et al. 2018), with
   the weight decaying linearly to 0 over ``[train] bc_steps``.
   ``[train] bc_pretrain`` steps of unfiltered cloning run before learning starts.
+* :class:`CriticWarmup` keeps the cloned actor (and SAC's entropy coefficient)
+  fixed for the first ``[train] critic_warmup`` env steps while the critics
+  learn. Without it the first SAC updates follow the gradient of an untrained
+  critic: measured on Push, the cloned actor's squared error to the
+  demonstrations went from 0.0009 to 0.12 after 4 gradient steps and 0.77 after
+  12 (the demonstrated actions' variance is 0.02), and success stayed at
+  0-20 % for 40 000 steps. A fresh Adam state for the actor did not help (1.2
+  after 12 steps): the direction is wrong, not only the step size.
 
 The demonstrations are saved in the run directory (``demos.npz``, atomically) so
 a resumed run clones the same data. Demonstration steps are environment
@@ -28,6 +36,7 @@ them beside the training steps.
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,6 +275,59 @@ def pretrain_actor(model: Any, demos: DemoSet, steps: int, batch: int, seed: int
     for _ in range(steps):
         loss = _bc_step(model, demos, 1.0, batch, False, rng)
     return loss
+
+
+def _actor_snapshot(model: Any) -> Any:
+    """What SAC's actor update changes: actor weights, its optimizer, the entropy coefficient."""
+    if hasattr(model.policy, "actor_state"):  # SBX: immutable pytrees, references suffice
+        return (model.policy.actor_state, model.ent_coef_state)
+    snap = {"actor": model.actor.state_dict(), "actor_opt": model.actor.optimizer.state_dict()}
+    if model.ent_coef_optimizer is not None:
+        snap["log_ent_coef"] = model.log_ent_coef.detach().clone()
+        snap["ent_opt"] = model.ent_coef_optimizer.state_dict()
+    return copy.deepcopy(snap)
+
+
+def _actor_restore(model: Any, snap: Any) -> None:
+    if hasattr(model.policy, "actor_state"):
+        model.policy.actor_state, model.ent_coef_state = snap
+        return
+    import torch as th
+
+    model.actor.load_state_dict(snap["actor"])
+    model.actor.optimizer.load_state_dict(snap["actor_opt"])
+    if "log_ent_coef" in snap:
+        with th.no_grad():
+            model.log_ent_coef.copy_(snap["log_ent_coef"])
+        model.ent_coef_optimizer.load_state_dict(snap["ent_opt"])
+
+
+class CriticWarmup(BaseCallback):
+    """The first ``steps`` env steps of learning update only the critics (see the module doc).
+
+    SB3 calls ``train()`` between a rollout's end and the next rollout's start: the
+    actor's state is taken at the end and put back at the start, so every action
+    of the warm-up comes from the pretrained actor and the critics learn its values.
+    """
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+        self._snap: Any = None
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self._snap = _actor_snapshot(self.model) if self.num_timesteps < self.steps else None
+
+    def _on_rollout_start(self) -> None:
+        if self._snap is not None:
+            _actor_restore(self.model, self._snap)
+            self._snap = None
+
+    def _on_training_end(self) -> None:
+        self._on_rollout_start()
 
 
 class BehaviourCloning(BaseCallback):

@@ -361,13 +361,25 @@ class TrainSection(Frozen):
     bc_pretrain: Annotated[int, Field(ge=0)] = Field(
         0, description="behaviour-cloning gradient steps on the actor before learning starts"
     )
+    critic_warmup: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description=(
+            "SAC: env steps at the start of learning during which only the critics learn "
+            "(the actor and the entropy coefficient keep their pretrained values)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _demos_need_sac(self) -> TrainSection:
-        uses = self.demo_episodes > 0 or self.bc_weight > 0 or self.bc_pretrain > 0
+        uses = (
+            self.demo_episodes > 0
+            or self.bc_weight > 0
+            or self.bc_pretrain > 0
+            or self.critic_warmup > 0
+        )
         if uses and self.algo != "sac":
             raise ValueError(
-                "demo_episodes / bc_weight / bc_pretrain need algo = 'sac' "
+                "demo_episodes / bc_weight / bc_pretrain / critic_warmup need algo = 'sac' "
                 "(demonstrations go into an off-policy replay buffer)"
             )
         if (self.bc_weight > 0 or self.bc_pretrain > 0) and self.demo_episodes == 0:

@@ -14,6 +14,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from safebot.config import SpecError
 from safebot.demos import (
     BehaviourCloning,
+    CriticWarmup,
     DemoSet,
     _bc_step,
     collect_demonstrations,
@@ -252,3 +253,32 @@ def test_training_with_demonstrations_reports_them_and_resumes(tmp_path: Path) -
     (out / "demos.npz").write_bytes(b"\x00" * 10)
     with pytest.raises(RunError, match=r"--resume: demonstrations .*demos\.npz are corrupt"):
         train(spec, RunOptions(steps=192), out=out, resume=True, progress=False)
+
+
+def _critic_params(model: Any) -> list[np.ndarray]:
+    if _is_sbx(model):
+        import jax
+
+        return [np.asarray(x) for x in jax.tree_util.tree_leaves(model.policy.qf_state.params)]
+    return [p.detach().numpy().copy() for p in model.critic.parameters()]
+
+
+@pytest.mark.parametrize("warmup", [1000, 0])
+def test_critic_warmup_keeps_the_cloned_actor_while_the_critics_learn(
+    reach_demos: Any, warmup: int
+) -> None:
+    model, _, demos = reach_demos
+    pretrain_actor(model, demos, 20, 64)
+    actor, critic = _actor_params(model), _critic_params(model)
+    model.learn(100, callback=[CriticWarmup(warmup)], reset_num_timesteps=False)
+    same_actor = all(np.array_equal(p, q) for p, q in zip(actor, _actor_params(model), strict=True))
+    critic_moved = any(
+        not np.array_equal(p, q) for p, q in zip(critic, _critic_params(model), strict=True)
+    )
+    assert critic_moved
+    assert same_actor == (warmup > 0)  # without the warm-up SAC's first updates move it
+
+
+def test_critic_warmup_is_a_sac_key() -> None:
+    with pytest.raises(SpecError, match="need algo = 'sac'"):
+        _spec("reach", critic_warmup=100, algo="ppo")

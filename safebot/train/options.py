@@ -99,7 +99,13 @@ class RunOptions:
             raise RunError(f"--width must be in [0, 1], got {self.width}")
 
 
-_NO_DEMOS = {"demo_episodes": 0, "bc_weight": 0.0, "bc_pretrain": 0, "bc_steps": 0}
+_NO_DEMOS = {
+    "demo_episodes": 0,
+    "bc_weight": 0.0,
+    "bc_pretrain": 0,
+    "bc_steps": 0,
+    "critic_warmup": 0,
+}
 
 
 def _demo_keys(spec: TaskSpec, opts: RunOptions) -> dict[str, Any]:

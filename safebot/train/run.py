@@ -15,7 +15,13 @@ from stable_baselines3.common.logger import configure as configure_logger
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from safebot import __version__
-from safebot.demos import BehaviourCloning, DemoSet, collect_demonstrations, pretrain_actor
+from safebot.demos import (
+    BehaviourCloning,
+    CriticWarmup,
+    DemoSet,
+    collect_demonstrations,
+    pretrain_actor,
+)
 from safebot.io import atomic_path, atomic_write
 from safebot.modes import RewardConstraint, RunMode, decode_run_mode
 from safebot.schedulers import Scheduler, make_scheduler
@@ -248,6 +254,8 @@ def _learn(s: _Session, model: Any, demos: DemoSet | None, *, progress: bool, re
         callbacks.append(
             BehaviourCloning(demos, t.bc_weight, t.bc_steps, t.batch_size, seed=t.seed)
         )
+    if t.critic_warmup > model.num_timesteps:
+        callbacks.append(CriticWarmup(t.critic_warmup))  # after cloning: its steps are kept
     if progress:
         callbacks.append(ProgressCallback(t.total_steps, s.env_cb))
     for cb in s.extra_callbacks:
