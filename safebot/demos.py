@@ -26,7 +26,9 @@ width 0; their episodes are the demonstrations:
   demonstrations went from 0.0009 to 0.12 after 4 gradient steps and 0.77 after
   12 (the demonstrated actions' variance is 0.02), and success stayed at
   0-20 % for 40 000 steps. A fresh Adam state for the actor did not help (1.2
-  after 12 steps): the direction is wrong, not only the step size.
+  after 12 steps): the direction is wrong, not only the step size. The warm-up
+  stops that unlearning, but on Push the clone itself scores 0 % held-out, so
+  no recipe sets it yet (docs/benchmarks.md, Push and Press).
 
 The demonstrations are saved in the run directory (``demos.npz``, atomically) so
 a resumed run clones the same data. Demonstration steps are environment
