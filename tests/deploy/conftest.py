@@ -12,6 +12,16 @@ from safebot.spec import TaskSpec, load_task
 from safebot.train import RunOptions
 from safebot.train import train as run_train
 
+#: Tests that run a deploy loop at 1 kHz (500 Hz for the UR) against a stub in another
+#: process and assert zero faults. On the shared 2-core machine a scheduling stall can
+#: lose cycles: the Franka stub then does what the controller does (it holds the last
+#: velocity with zero acceleration), and the next command, limited against the state the
+#: client read before the stall, trips ``joint_motion_generator_acceleration_
+#: discontinuity``; the UR collision test once saw its program stopped first. Seen in 2 of
+#: the last 5 fresh-clone runs, each time on other tests, each passing alone. Rerun up to
+#: twice on an assertion only; a regression fails all three.
+TIMING_RERUNS = pytest.mark.flaky(reruns=2, only_rerun=["AssertionError"])
+
 
 @pytest.fixture(scope="session")
 def reach_bundle(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Bundle]:

@@ -32,6 +32,8 @@ from safebot.envelope import Envelope
 from safebot.shield import ROW_KINDS
 from safebot.shield import rows as constraints
 
+from .conftest import TIMING_RERUNS
+
 MakeBundle = Callable[[str], Bundle]
 UR = load_profile("ur5e")
 runner = CliRunner()
@@ -227,6 +229,7 @@ def test_shielded_commands_stay_within_the_slow_urs_limits(bundle: Bundle) -> No
 
 
 @pytest.mark.slow
+@TIMING_RERUNS
 def test_deploy_ur5e_retargeted_end_to_end_5s_zero_faults(bundle: Bundle, tmp_path: Path) -> None:
     """The Cartesian bundle on the UR5e through ur_rtde (speedJ, 500 Hz) against the UR stub."""
     report = tmp_path / "ur.json"

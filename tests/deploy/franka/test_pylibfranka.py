@@ -16,9 +16,10 @@ import pytest
 from safebot.deploy.franka.client import probe_host
 from safebot.deploy.stubs.plant import Box
 
+from ..conftest import TIMING_RERUNS
 from .conftest import Spawn, error_lines, random_loopback, run_client
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, TIMING_RERUNS]
 
 pytest.importorskip("pylibfranka")
 

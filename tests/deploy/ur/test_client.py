@@ -14,6 +14,8 @@ from safebot.deploy.profiles import load_profile
 from safebot.deploy.state import RobotState
 from safebot.deploy.ur.client import run_loop
 
+from ..conftest import TIMING_RERUNS
+
 pytest.importorskip("rtde_control")
 
 PROFILE = load_profile("ur5e")
@@ -121,6 +123,7 @@ def test_joint_limit_is_a_protective_stop(ur_stub) -> None:
     assert_one_line(report)
 
 
+@TIMING_RERUNS
 def test_collision_is_a_protective_stop(ur_stub) -> None:
     from safebot.deploy.stubs.plant import Box
 
