@@ -616,6 +616,12 @@ def bench_envelope(
         int | None, typer.Option(min=1, help="steps between checkpoints (default steps/4)")
     ] = None,
     progress: Annotated[bool, typer.Option(help="live progress across runs")] = True,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report", help="with --spec: train nothing, write the outputs of the finished runs"
+        ),
+    ] = False,
 ) -> None:
     """Envelope expansion: tasks x arms x seeds -> results.csv, summary.json, plots.
 
@@ -633,8 +639,9 @@ def bench_envelope(
     try:
         ex = make_executor(executor, workers=workers, address=ray_address)
         if spec is None:
-            if arms is not None:
-                raise SweepError("--arms needs --spec (without it, use --schedulers)")
+            if arms is not None or report:
+                flag = "--arms" if arms is not None else "--report"
+                raise SweepError(f"{flag} needs --spec (without it, use --schedulers)")
             _legacy_envelope(
                 out, ex, items(tasks), items(schedulers), seeds, steps, progress,
                 (eval_every, eval_episodes, checkpoint_every),
@@ -645,7 +652,7 @@ def bench_envelope(
         clash = [flag for flag, v in given.items() if v is not None]
         if clash:
             raise SweepError(f"{', '.join(clash)}: with --spec, set these in the spec file")
-        _headline(out, ex, spec, items(tasks), items(arms), seeds, steps, progress)
+        _headline(out, ex, spec, items(tasks), items(arms), seeds, steps, progress, report)
     except errors as err:
         _fail(str(err))
 
@@ -696,13 +703,14 @@ def _headline(
     seeds: int | None,
     steps: int | None,
     progress: bool,
+    report: bool = False,
 ) -> None:
     """``bench envelope --spec``: the grid of a sweep spec file (safebot.bench.headline)."""
     from safebot.bench.headline import load_spec, run_headline
 
     spec = load_spec(spec_path).select(tasks=tasks, arms=arms, seeds=seeds, steps=steps)
     n = len(spec.tasks) * len(spec.arms) * spec.seeds
-    if progress:
+    if progress and not report:
         typer.echo(f"{n} run(s) on {ex.name} x{ex.workers}; finished runs are read back")
 
     def done(o: Any) -> None:
@@ -716,7 +724,9 @@ def _headline(
     def failed(label: str, why: str) -> None:
         typer.secho(f"{label} failed: {why[:200]}", fg=typer.colors.RED, err=True)
 
-    result = run_headline(spec, out, ex, on_result=done, on_failure=failed)
+    result = run_headline(spec, out, ex, on_result=done, on_failure=failed, train=not report)
+    if report:
+        typer.echo(f"{len(result.outcomes)} of {n} run(s) finished; outputs written from those")
     for task, goal in result.summary["goal"].items():
         met = {True: "met", False: "not met", None: "not decided"}[goal["met"]]
         typer.echo(

@@ -473,11 +473,16 @@ def run_headline(
     *,
     on_result: Callable[[ArmOutcome], None] | None = None,
     on_failure: Callable[[str, str], None] | None = None,
+    train: bool = True,
 ) -> HeadlineResult:
     """Run (or finish) every run of ``spec`` on ``executor``, then write every output.
 
     Finished runs are read back; a run that raises is listed in ``failed`` and
-    the others go on.
+    the others go on. ``results.csv`` and ``summary.json`` are rewritten after
+    every finished run, so a grid stopped part-way (the 2-core grid takes
+    several sittings) always holds what it has measured; the plots follow at
+    the end. ``train=False`` trains nothing: it writes every output from the
+    runs finished so far (``safebot bench envelope --report``).
 
     Raises:
         SweepError: ``out`` holds a task at another budget.
@@ -486,9 +491,13 @@ def run_headline(
     check_budgets(spec, out)
     grid = jobs(spec, out)
     done = {j.run.key: o for j in grid if (o := read_done(j)) is not None}
-    todo = [j for j in grid if j.run.key not in done]
+    todo = [j for j in grid if j.run.key not in done] if train else []
     failed: dict[str, str] = {}
     trained = 0
+
+    def finished() -> list[ArmOutcome]:
+        return [done[j.run.key] for j in grid if j.run.key in done]
+
     for job, result in executor.map_unordered(run_arm, todo):
         if isinstance(result, BaseException):
             failed[job.run.label] = f"{type(result).__name__}: {result}"
@@ -498,10 +507,10 @@ def run_headline(
         _mirror(result)
         done[job.run.key] = result
         trained += result.trained
+        write_outputs(spec, out, finished(), failed, trained, time.perf_counter() - t0, plots=False)
         if on_result is not None:
             on_result(result)
-    outcomes = [done[j.run.key] for j in grid if j.run.key in done]
-    return write_outputs(spec, out, outcomes, failed, trained, time.perf_counter() - t0)
+    return write_outputs(spec, out, finished(), failed, trained, time.perf_counter() - t0)
 
 
 def write_outputs(
@@ -511,8 +520,10 @@ def write_outputs(
     failed: Mapping[str, str],
     trained: int,
     wall_s: float,
+    *,
+    plots: bool = True,
 ) -> HeadlineResult:
-    """``results.csv``, then ``summary.json`` recomputed from it, then the plots."""
+    """``results.csv``, then ``summary.json`` recomputed from it, then (``plots``) the plots."""
     from safebot.bench.headline_plots import plot_task
 
     files = [out / "results.csv", out / "summary.json"]
@@ -535,8 +546,9 @@ def write_outputs(
         "failed": dict(failed),
     }
     atomic_write(files[1], json.dumps(summary, indent=2) + "\n")
-    for task in summary["results"]:
-        files += plot_task(out, task, rows, summary, spec)
+    if plots:
+        for task in summary["results"]:
+            files += plot_task(out, task, rows, summary, spec)
     return HeadlineResult(out, list(outcomes), dict(failed), summary, files)
 
 

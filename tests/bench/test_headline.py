@@ -320,3 +320,74 @@ def test_the_tiny_grid_gives_identical_results_on_ray(
     assert not ray.is_initialized()
     with (local / "results.csv").open() as a, (tmp_path / "ray" / "results.csv").open() as b:
         assert list(csv.reader(a)) == list(csv.reader(b))
+
+
+class _CopyExecutor:
+    """Finishes each job by copying its run from a finished grid: no training."""
+
+    name = "copy"
+    workers = 1
+
+    def __init__(self, finished: Path, out: Path) -> None:
+        self.finished, self.out = finished.resolve(), out.resolve()
+
+    def map_unordered(self, fn: object, items: list[ArmRun]) -> object:
+        import shutil
+
+        from safebot.bench.headline import read_done
+
+        for job in items:
+            dst = Path(job.run.run_dir)
+            shutil.copytree(self.finished / dst.relative_to(self.out), dst)
+            yield job, read_done(job)
+
+
+@pytest.mark.slow
+def test_results_and_summary_are_rewritten_after_every_finished_run(
+    tiny_local: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from safebot.bench.headline import run_headline
+
+    spec_path, finished = tiny_local
+    spec = load_spec(spec_path).select(arms=("static-0", "sac-lag"), seeds=1)
+    out = tmp_path / "out"
+    seen: list[set[tuple[str, str]]] = []
+
+    def on_result(o: ArmOutcome) -> None:  # called once the outputs hold ``o``
+        rows = read_results(out / "results.csv")
+        seen.append({(r["arm"], r["seed"]) for r in rows})
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["results"]["reach"].keys() == {a for a, _ in seen[-1]}
+        assert not (out / "pareto_reach.png").exists()  # the plots follow at the end
+
+    run_headline(spec, out, _CopyExecutor(finished, out), on_result=on_result)  # type: ignore[arg-type]
+    assert seen == [{("static-0", "0")}, {("static-0", "0"), ("sac-lag", "0")}]
+    assert (out / "pareto_reach.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_report_writes_the_outputs_of_the_finished_runs_and_trains_nothing(
+    tiny_local: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    spec, finished = tiny_local
+    out = tmp_path / "partial"
+    shutil.copytree(finished, out)
+    for name in ("results.csv", "summary.json", "pareto_reach.png"):
+        (out / name).unlink()
+    from safebot.cli import app
+
+    # the whole tiny grid is 3 arms x 2 seeds; 2 runs are finished
+    args = ["bench", "envelope", "--spec", str(spec), "--out", str(out), "--report"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "2 of 6 run(s) finished" in res.output
+    assert "reach: goal not decided (missing ['competence'])" in res.output
+    assert not (out / "runs" / "reach" / "competence").exists()  # nothing trained
+    rows = read_results(out / "results.csv")
+    assert {(r["arm"], r["seed"]) for r in rows} == {("static-0", "0"), ("sac-lag", "0")}
+    assert read_results(out / "results.csv") == read_results(finished / "results.csv")
+    assert (out / "pareto_reach.png").stat().st_size > 0
+    res = CliRunner().invoke(app, ["bench", "envelope", "--out", str(out), "--report"])
+    assert res.exit_code == 2 and "--report needs --spec" in res.output
