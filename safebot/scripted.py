@@ -438,6 +438,63 @@ def sweep(
     }
 
 
+def scheduled(
+    task: str | Path | TaskSpec,
+    evaluations: int,
+    episodes: int = 20,
+    seed: int = 0,
+    controller: str = "careful",
+) -> list[dict[str, Any]]:
+    """A scripted controller as the policy under the task's own ``[scheduler]``, no learning.
+
+    Each of ``evaluations`` rounds runs ``episodes`` held-out episodes at the
+    scheduler's width (new seeds every round, as a training run's evaluations
+    draw them) and hands the statistics to the scheduler, exactly as
+    :class:`~safebot.train.EnvelopeCallback` does for a learner. It asks whether
+    the scheduler's thresholds can be met at all: a task on which even its
+    scripted controller never widens the envelope is a task on which no learner
+    of that skill will either. One row per evaluation: the width it ran at, the
+    width after, success, harm per episode and the scheduler's reason.
+    """
+    from safebot.schedulers import make_scheduler
+    from safebot.train.evaluation import evaluate
+
+    if evaluations < 1 or episodes < 1:
+        raise ValueError(f"evaluations and episodes must be >= 1, got {evaluations}, {episodes}")
+    if controller not in CONTROLLERS:
+        raise ValueError(f"controller must be one of {sorted(CONTROLLERS)}, got {controller!r}")
+    base = make_env(task)
+    policy = CONTROLLERS[controller][base.task.task.kind]
+    env = Shield(base)
+    sched = make_scheduler(base.task.scheduler, env.envelope.kinds)
+    rows: list[dict[str, Any]] = []
+    try:
+        for k in range(evaluations):
+            width = sched.width
+            env.set_width(width)
+            result = evaluate(
+                lambda _obs: policy(env), env, episodes=episodes, seed=seed + 1000 * k, step=k
+            )
+            sched.update(result.stats)
+            rows.append(
+                {
+                    "evaluation": k,
+                    "width": _mean_width(width),
+                    "next_width": _mean_width(sched.width),
+                    "success_rate": result.stats.success_rate,
+                    "harm_per_episode": result.stats.harm_per_episode,
+                    "reason": sched.history[-1][2] if sched.history else "",
+                }
+            )
+    finally:
+        env.close()
+    return rows
+
+
+def _mean_width(w: float | dict[str, float]) -> float:
+    return float(np.mean(list(w.values()))) if isinstance(w, dict) else float(w)
+
+
 def markdown_table(rows: Sequence[dict[str, float]]) -> str:
     """One controller's width sweep as a markdown table (the ones in ``docs/tasks.md``)."""
     head = (
@@ -478,11 +535,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="default: 0 0.25 0.5 0.75 1",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument(
+        "--schedule",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead of the width sweep: N evaluations of --episodes each under the task's "
+        "own [scheduler], each controller as the policy (can competence at width 0 widen it?)",
+    )
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
     if any(not 0.0 <= w <= 1.0 for w in args.widths):
         parser.error("--widths must lie in [0, 1]")
+    if args.schedule is not None:
+        return _schedule_main(args)
     result = sweep(args.task, args.widths, args.episodes, args.seed)
     for c in ("naive", "careful"):
         print(
@@ -501,6 +568,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             **result,
         }
         args.json.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+    return 0
+
+
+def _schedule_main(args: argparse.Namespace) -> int:
+    if args.schedule < 1:
+        raise SystemExit("--schedule must be >= 1")
+    result = {
+        c: scheduled(args.task, args.schedule, args.episodes, args.seed, c)
+        for c in ("naive", "careful")
+    }
+    for c, rows in result.items():
+        print(f"{args.task}: {c} controller under the task's [scheduler], {args.episodes} "
+              "episodes per evaluation\n")  # fmt: skip
+        print("| evaluation | width | success | harm / episode | scheduler |")
+        print("| --- | --- | --- | --- | --- |")
+        for r in rows:
+            print(
+                f"| {r['evaluation']} | {r['width']:.2f} | {r['success_rate']:.0%} | "
+                f"{r['harm_per_episode']:.2f} | {r['reason']} |"
+            )
+        print()
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "task": str(args.task),
+            "episodes": args.episodes,
+            "seed": args.seed,
+            "command": f"python -m safebot.scripted {args.task} --schedule {args.schedule} "
+            f"--episodes {args.episodes} --seed {args.seed} --json {args.json}",
+            **result,
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
 

@@ -131,3 +131,45 @@ def test_entry_point_prints_both_tables_and_writes_json(
     with pytest.raises(SystemExit) as err:
         main(["press", "--episodes", "0"])
     assert err.value.code == 2
+
+
+def _reach_with_scheduler(**update: object) -> TaskSpec:
+    spec = load_task("reach")
+    sched = type(spec.scheduler).model_validate({**spec.scheduler.model_dump(), **update})
+    return spec.model_copy(update={"scheduler": sched})
+
+
+def test_scheduled_feeds_each_evaluation_to_the_tasks_scheduler() -> None:
+    from safebot.scripted import scheduled
+
+    # thresholds the careful controller passes: every evaluation widens by one step (a
+    # failure spike would need all 3 episodes failed; the seeds are fixed)
+    easy = _reach_with_scheduler(
+        success_threshold=0.01, spike_failure_rate=1.0, max_harm=1e5, spike_harm=1e6, patience=1
+    )
+    rows = scheduled(easy, evaluations=3, episodes=3, seed=0)
+    step = easy.scheduler.widen_step
+    assert [r["evaluation"] for r in rows] == [0, 1, 2]
+    assert [r["width"] for r in rows] == pytest.approx([0.0, step, 2 * step])
+    assert all(r["next_width"] == pytest.approx(r["width"] + step) for r in rows)
+    assert all(r["reason"].startswith("widen") for r in rows), rows
+    # thresholds nobody passes: the width never moves
+    hard = _reach_with_scheduler(success_threshold=1.0, max_harm=0.0, patience=3)
+    rows = scheduled(hard, evaluations=2, episodes=1, seed=0, controller="naive")
+    assert [r["next_width"] for r in rows] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="controller must be one of"):
+        scheduled(easy, evaluations=1, controller="reckless")
+
+
+def test_entry_point_schedule_prints_the_width_per_evaluation(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out_json = tmp_path / "sched.json"
+    args = ["reach", "--schedule", "2", "--episodes", "1", "--json", str(out_json)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "careful controller under the task's [scheduler]" in out
+    assert "| evaluation | width | success | harm / episode | scheduler |" in out
+    data = json.loads(out_json.read_text())
+    assert [r["evaluation"] for r in data["careful"]] == [0, 1]
+    assert data["command"].startswith("python -m safebot.scripted reach --schedule 2")
