@@ -389,6 +389,60 @@ def summarise_results(rows: Iterable[Mapping[str, Any]], spec: HeadlineSpec) -> 
     return {"results": results, "goal": goals}
 
 
+def _cell(stat: Mapping[str, Any], fmt: str) -> str:
+    """``mean [lo, hi]`` of one summary statistic, or ``–`` when no seed has a value."""
+    if stat.get("mean") is None:
+        return "–"
+    cell = format(stat["mean"], fmt)
+    if stat.get("n", 0) > 1 and stat.get("lo") is not None:
+        cell += f" [{format(stat['lo'], fmt)}, {format(stat['hi'], fmt)}]"
+    return cell
+
+
+def summary_markdown(summary: Mapping[str, Any]) -> str:
+    """``summary.md``: per task the arms' table (means and 95 % intervals) and the goal check."""
+    lines = [
+        f"# Headline sweep: {summary.get('spec', '')}",
+        "",
+        f"Command: `{summary.get('command', '')}`; code {summary.get('code', {}).get('commit')}. "
+        f"Cells: mean [{summary.get('interval', '95 % interval')}].",
+    ]
+    for task, per_arm in summary["results"].items():
+        lines += [
+            "",
+            f"## {task}",
+            "",
+            "| arm | seeds | final success | final harm / episode | cumulative training harm "
+            "| steps to mark (reached) | final width |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for arm, e in per_arm.items():
+            mark = e["steps_to_mark"]
+            lines.append(
+                f"| {arm} | {len(e['seeds'])} | {_cell(e['final_success'], '.2f')} | "
+                f"{_cell(e['final_harm_per_episode'], '.2f')} | "
+                f"{_cell(e['cumulative_training_harm'], '.0f')} | "
+                f"{_cell(mark, '.0f')} ({mark.get('reached', 0)}/{len(e['seeds'])}) | "
+                f"{_cell(e['final_width'], '.2f')} |"
+            )
+        goal = summary.get("goal", {}).get(task)
+        if goal is None:
+            continue
+        verdict = {True: "met", False: "not met", None: "not decided"}[goal["met"]]
+        lines += ["", f"Goal: **{verdict}**" + (f" (missing arms: {', '.join(goal['missing'])})"
+                                               if goal["missing"] else "") + "."]  # fmt: skip
+        for cand, c in goal["candidates"].items():
+            lines += ["", f"| {cand} | needed | measured | |", "| --- | --- | --- | --- |"]
+            for name, clause in c["clauses"].items():
+                ok = {True: "ok", False: "**no**", None: "–"}[clause["ok"]]
+                value = clause["value"]
+                shown = "–" if value is None else f"{value:.4g}"
+                op, _, limit = str(clause["needed"]).partition(" ")
+                needed = f"{op} {float(limit):.4g}" if limit not in ("", "None") else "–"
+                lines.append(f"| {name} | {needed} | {shown} | {ok} |")
+    return "\n".join(lines) + "\n"
+
+
 def code_commit() -> dict[str, Any]:
     """The checkout's commit and whether its tracked files differ from it (``None`` outside git)."""
     root = Path(__file__).resolve().parents[2]
@@ -546,6 +600,8 @@ def write_outputs(
         "failed": dict(failed),
     }
     atomic_write(files[1], json.dumps(summary, indent=2) + "\n")
+    files.append(out / "summary.md")
+    atomic_write(files[-1], summary_markdown(summary))
     if plots:
         for task in summary["results"]:
             files += plot_task(out, task, rows, summary, spec)
@@ -572,6 +628,7 @@ __all__ = [
     "run_arm",
     "run_headline",
     "summarise_results",
+    "summary_markdown",
     "timing",
     "write_outputs",
     "write_results",

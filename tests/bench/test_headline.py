@@ -296,6 +296,9 @@ def test_tiny_grid_end_to_end_writes_every_output_and_restarts(
     assert summary["goal"]["reach"]["missing"] == ["competence"]
     assert summary["timing"]["runs_trained"] == 2 and summary["timing"]["runs_per_hour"] > 0
     assert summary == {**summary, **summarise_results(rows, load_spec(spec).select(seeds=1))}
+    md = (out / "summary.md").read_text()
+    assert "| static-0 | 1 |" in md and "| sac-lag | 1 |" in md
+    assert "Goal: **not decided** (missing arms: competence)." in md
     # a restart reads every finished run back: nothing trains, the numbers are the same
     before = (out / "results.csv").read_text()
     _cli(spec, out)
