@@ -557,18 +557,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"seeds {args.seed}..{args.seed + args.episodes - 1}\n"
         )
         print(markdown_table(result[c]) + "\n")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "task": str(args.task),
-            "episodes": args.episodes,
-            "seed": args.seed,
-            "command": f"python -m safebot.scripted {args.task} --episodes {args.episodes} "
-            f"--seed {args.seed} --json {args.json}",
-            **result,
-        }
-        args.json.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+    _write_json(args, f"--episodes {args.episodes}", result)
     return 0
+
+
+def _write_json(args: argparse.Namespace, options: str, result: dict[str, Any]) -> None:
+    """``--json``: the rows, with the command that made them."""
+    if args.json is None:
+        return
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "task": str(args.task),
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "command": f"python -m safebot.scripted {args.task} {options} --seed {args.seed} "
+        f"--json {args.json}",
+        **result,
+    }
+    args.json.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
 
 
 def _schedule_main(args: argparse.Namespace) -> int:
@@ -589,17 +595,7 @@ def _schedule_main(args: argparse.Namespace) -> int:
                 f"{r['harm_per_episode']:.2f} | {r['reason']} |"
             )
         print()
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "task": str(args.task),
-            "episodes": args.episodes,
-            "seed": args.seed,
-            "command": f"python -m safebot.scripted {args.task} --schedule {args.schedule} "
-            f"--episodes {args.episodes} --seed {args.seed} --json {args.json}",
-            **result,
-        }
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    _write_json(args, f"--schedule {args.schedule} --episodes {args.episodes}", result)
     return 0
 
 
