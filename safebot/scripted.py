@@ -347,6 +347,14 @@ CONTROLLERS = {"careful": POLICIES, "naive": NAIVE_POLICIES}
 # --------------------------------------------------------------------------- evaluation
 
 
+def _shielded(task: str | Path | TaskSpec, controller: str) -> tuple[Shield, Policy]:
+    """The task inside a :class:`~safebot.shield.Shield`, and the named controller for it."""
+    if controller not in CONTROLLERS:
+        raise ValueError(f"controller must be one of {sorted(CONTROLLERS)}, got {controller!r}")
+    env = Shield(make_env(task))
+    return env, CONTROLLERS[controller][env.unwrapped.task.task.kind]  # type: ignore[attr-defined]
+
+
 def evaluate_scripted(
     task: str | Path | TaskSpec,
     width: float,
@@ -377,11 +385,7 @@ def evaluate_scripted(
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    if controller not in CONTROLLERS:
-        raise ValueError(f"controller must be one of {sorted(CONTROLLERS)}, got {controller!r}")
-    base = make_env(task)
-    policy = CONTROLLERS[controller][base.task.task.kind]
-    env = Shield(base)
+    env, policy = _shielded(task, controller)
     env.set_width(width)
     successes = 0
     first_success: list[int] = []
@@ -461,12 +465,8 @@ def scheduled(
 
     if evaluations < 1 or episodes < 1:
         raise ValueError(f"evaluations and episodes must be >= 1, got {evaluations}, {episodes}")
-    if controller not in CONTROLLERS:
-        raise ValueError(f"controller must be one of {sorted(CONTROLLERS)}, got {controller!r}")
-    base = make_env(task)
-    policy = CONTROLLERS[controller][base.task.task.kind]
-    env = Shield(base)
-    sched = make_scheduler(base.task.scheduler, env.envelope.kinds)
+    env, policy = _shielded(task, controller)
+    sched = make_scheduler(env.unwrapped.task.scheduler, env.envelope.kinds)  # type: ignore[attr-defined]
     rows: list[dict[str, Any]] = []
     try:
         for k in range(evaluations):
