@@ -51,6 +51,14 @@ REACH_CLEARANCE = 0.06
 # (tasks/reach.toml) still clear the box by the cap margin instead of stopping it above
 REACH_GOAL_CLEARANCE = 0.12
 REACH_CARE_TIME = 0.05  # s: the clearance grows by this much travel at the current speed
+# Near a box the careful controller aims inside the success ball, not at its centre: this
+# many standard deviations of the map error ([uncertainty] keepout_sigma) farther from the
+# believed box, at most REACH_AIM_BALL of the goal threshold. Beside a box that moves the
+# hand's side and the forearm away from it; in front of it (between the box and the robot)
+# it moves up, since backing toward the robot folds the wrist over the box's front edge.
+REACH_AIM_SIGMAS = 3.0
+REACH_AIM_BALL = 0.9
+REACH_AIM_NEAR = 0.25  # m: goals farther than this from every box are aimed at directly
 
 # --- Push
 BLOCK_HALF = 0.025  # m, half the cube's edge (scene_push.xml)
@@ -166,16 +174,41 @@ def _outside(p: F64, boxes: Sequence[tuple[F64, F64]], clearance: float) -> F64:
     return p
 
 
+def reach_aim(goal: F64, boxes: Sequence[tuple[F64, F64]], offset: float) -> F64:
+    """The point ``offset`` m from ``goal`` away from each box nearer than ``REACH_AIM_NEAR``.
+
+    Away means along the axis that separates the goal from the box most (its nearest
+    face's normal), except in front of the box (the robot's side, -x), where it is up.
+    """
+    aim = np.asarray(goal, dtype=np.float64).copy()
+    for centre, half in boxes:
+        gap = np.abs(aim - centre) - half
+        i = int(np.argmax(gap))
+        if gap[i] >= REACH_AIM_NEAR:
+            continue
+        if i == 0 and aim[0] < centre[0]:
+            aim[2] += offset
+        else:
+            aim[i] += math.copysign(offset, aim[i] - centre[i])
+    return aim
+
+
 def reach_policy(env: gym.Env[Any, Any]) -> np.ndarray:
     """Careful Reach: proportional end-effector velocity toward the goal, over the keep-out
     box with a clearance that grows with its speed (``REACH_CLEARANCE`` + ``REACH_CARE_TIME``
-    seconds of travel)."""
+    seconds of travel); near a box it aims inside the success ball, 3 sigma of the map error
+    farther from the box than the goal (:func:`reach_aim`)."""
     base = task_env(env)
     ee = base.physics.ee_pos()
     speed = float(np.linalg.norm(base.physics.ee_vel()))
     clearance = REACH_CLEARANCE + REACH_CARE_TIME * speed
     boxes = base.keepout_boxes()
     goal = _outside(base.goal, boxes, REACH_GOAL_CLEARANCE)
+    offset = min(
+        REACH_AIM_SIGMAS * base.task.uncertainty.keepout_sigma,
+        REACH_AIM_BALL * base.task.goal.threshold,
+    )
+    goal = reach_aim(goal, boxes, offset)
     target = reach_waypoint(ee, goal, boxes, clearance)
     return ee_velocity_action(base, REACH_GAIN * (target - ee))
 

@@ -19,6 +19,7 @@ from safebot.scripted import (
     main,
     press_policy,
     push_policy,
+    reach_aim,
 )
 from safebot.shield import Shield
 from safebot.spec import TaskSpec, load_task, parse_model
@@ -38,7 +39,8 @@ def test_scripted_controller_solves_its_task_at_width_1(task: str) -> None:
 
 
 # seeds that hold episodes where the naive controller harms at the caps (docs/tasks.md).
-# Reach is absent: its bar is not met (careful keeps 89 % of naive's harm, docs/tasks.md).
+# Reach is absent: its bar is not met on 800 episodes (careful keeps 20 % of naive's harm,
+# docs/tasks.md); its own test is below.
 TRADE_OFF_SEEDS = {"push": (0, 6), "press": (0, 6)}
 
 
@@ -56,6 +58,43 @@ def test_naive_trades_harm_for_success_and_careful_does_not(task: str) -> None:
     assert careful["harm_per_episode"] <= 0.1 * loose["harm_per_episode"], (careful, loose)
     # harm, not speed: the careful controller is not slower than the naive one on average
     assert careful["mean_speed"] >= 0.8 * loose["mean_speed"], (careful, loose)
+
+
+# Reach episodes where the naive controller touches the box at width 1, each with the map
+# off toward the arm: the hand beside the box (25), the forearm over its top (86, 95).
+REACH_NAIVE_HARM_SEEDS = (25, 86, 95)
+
+
+@pytest.mark.parametrize("seed", REACH_NAIVE_HARM_SEEDS)
+def test_careful_reach_keeps_clear_where_the_naive_one_touches(seed: int) -> None:
+    """Before it aimed inside the success ball, the careful controller touched in all three.
+    (Its success is checked over many episodes, above; it misses the goal of 95.)"""
+    naive = evaluate_scripted("reach", 1.0, 1, seed, "naive")
+    careful = evaluate_scripted("reach", 1.0, 1, seed, "careful")
+    assert naive["harm_per_episode"] > 0, naive
+    assert careful["harm_per_episode"] == 0, careful
+
+
+BOX = (np.array([0.5, 0.0, 0.15]), np.array([0.05, 0.15, 0.15]))
+
+
+@pytest.mark.parametrize(
+    ("goal", "moved"),
+    [
+        ((0.5, 0.30, 0.1), (0.5, 0.34, 0.1)),  # beside (+y): farther out in y
+        ((0.5, -0.30, 0.1), (0.5, -0.34, 0.1)),  # beside (-y)
+        ((0.5, 0.0, 0.45), (0.5, 0.0, 0.49)),  # above: higher
+        ((0.62, 0.0, 0.2), (0.66, 0.0, 0.2)),  # behind (+x): farther behind
+        ((0.32, 0.0, 0.1), (0.32, 0.0, 0.14)),  # in front, on the robot's side: up, not back
+        ((0.5, 0.0, 0.75), (0.5, 0.0, 0.75)),  # 0.3 m over the top: not near, aimed at directly
+    ],
+)
+def test_reach_aim_moves_a_goal_near_a_box_away_from_it(
+    goal: tuple[float, ...], moved: tuple[float, ...]
+) -> None:
+    aim = reach_aim(np.array(goal), [BOX], 0.04)
+    np.testing.assert_allclose(aim, moved, atol=1e-12)
+    assert np.array_equal(reach_aim(np.array(goal), [BOX], 0.0), np.array(goal))
 
 
 def test_evaluation_reports_every_cost_term() -> None:
