@@ -544,7 +544,10 @@ def bench_learners(
     ] = None,
     final_episodes: Annotated[int, typer.Option(min=1, help="fresh episodes per run")] = 50,
     results: Annotated[
-        Path | None, typer.Option(help="also write summary.json and report.json here")
+        Path | None,
+        typer.Option(
+            help="also write summary.json and report.json here (other tasks there are kept)"
+        ),
     ] = None,
 ) -> None:
     """Each task's shipped recipe on several seeds: best model's success on fresh episodes."""

@@ -9,7 +9,9 @@ finished ones back, so the grid can run across sittings.
 ``summary.json`` is ``{"<label>": {"<seed>": {"success", "episodes", "steps",
 "wall_s", "which"}}}`` (the label is the task file's name with ``-`` for ``_``:
 ``reach_ppo`` -> ``reach-ppo``); ``report.json`` adds each task's goal, whether
-every seed meets it, the harm per episode, commands and the code commit.
+every seed meets it, and under ``runs`` the command, code commit and wall time
+that measured it. Both files hold every task ever written to their folder: a
+sitting replaces the entries of its own tasks and keeps the others (:func:`merge_into`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safebot.bench.train import code_commit, timed_train
+from safebot.config import SpecError
 from safebot.io import atomic_write
+
+if TYPE_CHECKING:
+    from safebot.bench.executors import Executor
 
 #: goals of the learner issue: held-out success on each seed at least this
 #: (Push and Press: a fraction of their careful scripted controller's width-0 success)
@@ -106,16 +112,22 @@ def bench_learners(
     scripted_dir: Path = Path("docs/results"),
     results: Path | None = None,
     command: str = "",
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Run the grid under ``out``; write ``summary.json`` and ``report.json`` there and in ``results``.
 
     Runs finish in any order; each finished one is added to both files at once,
     so an interrupted grid leaves everything measured so far. ``results`` (for
     example ``docs/results/learners``) gets the two small files only, not the
-    run directories with their replay buffers.
+    run directories with their replay buffers. In both folders the entries of
+    other tasks, written by other sittings, are kept (:func:`merge_into`); a
+    folder whose files are not readable JSON objects stops the grid before any
+    training, naming the file, instead of being overwritten.
     """
     from safebot.bench.executors import make_executor
 
+    folders = (out, results) if results is not None else (out,)
+    previous = {folder: _read_results(folder) for folder in folders}
     out.mkdir(parents=True, exist_ok=True)
     runs = [
         LearnerRun(task, seed, str(out / label(task) / f"seed{seed}"), steps, final_episodes)
@@ -127,7 +139,8 @@ def bench_learners(
     t0 = time.perf_counter()
     commit = code_commit()  # the code the runs of this sitting start with
     report: dict[str, Any] = {}
-    for run, result in make_executor("local", workers=workers).map_unordered(run_learner, runs):
+    pool = executor if executor is not None else make_executor("local", workers=workers)
+    for run, result in pool.map_unordered(run_learner, runs):
         name = f"{label(run.task)}/seed{run.seed}"
         if isinstance(result, BaseException):
             failed[name] = f"{type(result).__name__}: {result}"
@@ -136,14 +149,63 @@ def bench_learners(
             print(f"{name}: success {result['success']:.0%} on {result['episodes']} fresh "
                   f"episodes, {result['steps']} steps, {result['wall_s']} s", flush=True)  # fmt: skip
         wall = time.perf_counter() - t0
-        report = _report(summary, tasks, failed, scripted_dir, command, wall) | {
-            "code_commit": commit
-        }
-        for folder in (out, results) if results is not None else (out,):
+        report = _report(summary, tasks, failed, scripted_dir, command, wall, commit)
+        for folder in folders:
+            old_summary, old_report = previous[folder]
+            merged_summary, merged_report = merge_into(old_summary, old_report, summary, report)
             folder.mkdir(parents=True, exist_ok=True)
-            atomic_write(folder / "summary.json", json.dumps(summary, indent=2))
-            atomic_write(folder / "report.json", json.dumps(report, indent=2))
+            atomic_write(folder / "summary.json", json.dumps(merged_summary, indent=2))
+            atomic_write(folder / "report.json", json.dumps(merged_report, indent=2))
     return report
+
+
+def _read_results(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``folder``'s ``summary.json`` and ``report.json`` (empty where absent)."""
+    read: list[dict[str, Any]] = []
+    for name in ("summary.json", "report.json"):
+        path = folder / name
+        if not path.exists():
+            read.append({})
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise SpecError(
+                f"{path}: not readable JSON ({err}); move it away to start afresh"
+            ) from None
+        if not isinstance(data, dict):
+            raise SpecError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        read.append(data)
+    return read[0], read[1]
+
+
+def merge_into(
+    old_summary: Mapping[str, Any],
+    old_report: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    report: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A results folder's files with this sitting's tasks replaced and every other task kept.
+
+    ``summary``/``report`` are this sitting's (its tasks only). A task of this
+    sitting replaces the old entry whole (seeds of an older sitting are not
+    mixed with new code); goals, failures and the ``runs`` record (command,
+    code commit, wall time) follow the same rule. Other keys of the old report
+    (notes) are kept.
+    """
+    mine = set(summary)
+    merged_summary = {k: v for k, v in old_summary.items() if k not in mine} | dict(summary)
+    merged = dict(old_report)
+    for key in ("goals", "runs"):
+        kept = {k: v for k, v in dict(old_report.get(key) or {}).items() if k not in mine}
+        merged[key] = kept | dict(report.get(key) or {})
+    old_failed = dict(old_report.get("failed") or {})
+    merged["failed"] = {k: v for k, v in old_failed.items() if k.split("/")[0] not in mine} | dict(
+        report.get("failed") or {}
+    )
+    merged["cpus"] = report.get("cpus", merged.get("cpus"))
+    merged["summary"] = merged_summary
+    return merged_summary, merged
 
 
 def _report(
@@ -153,6 +215,7 @@ def _report(
     scripted_dir: Path,
     command: str,
     wall_s: float,
+    commit: str | None,
 ) -> dict[str, Any]:
     goals: dict[str, Any] = {}
     for task in tasks:
@@ -162,10 +225,13 @@ def _report(
             below = {s: r["success"] for s, r in seeds.items() if r["success"] < goal["success"]}
             goal = {**goal, "met_on_every_seed": bool(seeds) and not below, "below": below}
         goals[label(task)] = goal
+    runs = {
+        label(task): {"command": command, "code_commit": commit, "wall_s": round(wall_s, 1)}
+        for task in tasks
+    }
     return {
-        "command": command,
+        "runs": runs,
         "cpus": os.cpu_count(),
-        "wall_s": round(wall_s, 1),
         "goals": goals,
         "failed": failed,
         "summary": summary,
@@ -179,5 +245,6 @@ __all__ = [
     "bench_learners",
     "goal_of",
     "label",
+    "merge_into",
     "run_learner",
 ]

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from safebot.bench.learners import goal_of, label
+from safebot.bench.learners import bench_learners, goal_of, label, merge_into
 from safebot.cli import app
+from safebot.config import SpecError
 
 
 def test_labels_and_goals_follow_the_issue(tmp_path: Path) -> None:
@@ -63,3 +64,65 @@ def test_a_tiny_grid_writes_the_summary_schema_and_a_restart_reads_it_back(
     assert (
         json.loads((results / "summary.json").read_text())["reach"]["0"]["wall_s"] == row["wall_s"]
     )
+
+
+class _FakeRuns:
+    """An in-process executor that 'trains' by returning a fixed row (no MuJoCo, no pool)."""
+
+    name, workers = "fake", 1
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def map_unordered(self, fn, items):  # type: ignore[no-untyped-def]
+        for item in items:
+            self.calls += 1
+            row = {"success": 0.95, "episodes": 50, "steps": 100, "wall_s": 1.0, "which": "best"}
+            yield item, row
+
+
+def test_merge_keeps_other_tasks_and_replaces_this_sittings_whole() -> None:
+    old_summary = {"press": {"0": {"success": 0.5}}, "reach": {"0": {"success": 0.1}}}
+    old_report = {
+        "note": "kept",
+        "goals": {"press": {"success": 0.48}, "reach": {"success": 0.9}},
+        "runs": {"press": {"code_commit": "aaa"}, "reach": {"code_commit": "bbb"}},
+        "failed": {"press/seed1": "boom", "reach/seed2": "old failure"},
+    }
+    summary = {"reach": {"1": {"success": 0.92}}}
+    report = {"goals": {"reach": {"success": 0.9, "met_on_every_seed": True}},
+              "runs": {"reach": {"code_commit": "ccc"}}, "failed": {}, "cpus": 2}  # fmt: skip
+    s, r = merge_into(old_summary, old_report, summary, report)
+    assert s == {"press": {"0": {"success": 0.5}}, "reach": {"1": {"success": 0.92}}}
+    assert r["summary"] == s and r["note"] == "kept" and r["cpus"] == 2
+    assert r["goals"]["press"] == {"success": 0.48} and r["goals"]["reach"]["met_on_every_seed"]
+    assert r["runs"] == {"press": {"code_commit": "aaa"}, "reach": {"code_commit": "ccc"}}
+    assert r["failed"] == {"press/seed1": "boom"}
+
+
+def test_a_grid_into_a_results_folder_keeps_the_tasks_other_sittings_wrote(
+    tmp_path: Path,
+) -> None:
+    """It used to overwrite both files with this sitting's tasks only."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "summary.json").write_text(json.dumps({"press": {"0": {"success": 0.5}}}))
+    (results / "report.json").write_text(json.dumps({"goals": {"press": {"success": 0.48}}}))
+    report = bench_learners(tmp_path / "runs", tasks=("reach",), seeds=(0, 1),
+                            results=results, scripted_dir=tmp_path, executor=_FakeRuns())  # fmt: skip
+    assert report["goals"]["reach"]["met_on_every_seed"] is True
+    summary = json.loads((results / "summary.json").read_text())
+    assert set(summary) == {"press", "reach"} and set(summary["reach"]) == {"0", "1"}
+    written = json.loads((results / "report.json").read_text())
+    assert set(written["goals"]) == {"press", "reach"} and written["summary"] == summary
+
+
+def test_an_unreadable_results_file_stops_the_grid_before_training(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "summary.json").write_text("{not json")
+    fake = _FakeRuns()
+    with pytest.raises(SpecError, match=r"summary.json: not readable JSON"):
+        bench_learners(tmp_path / "runs", tasks=("reach",), seeds=(0,), results=results,
+                       scripted_dir=tmp_path, executor=fake)  # fmt: skip
+    assert fake.calls == 0 and (results / "summary.json").read_text() == "{not json"
