@@ -8,8 +8,10 @@ layouts work.
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal["assets", "tasks", "controllers"]
 
@@ -56,3 +58,40 @@ def resolve(kind: Kind, name: str | Path) -> Path:
 def available(kind: Kind, pattern: str = "*.toml") -> list[str]:
     """Names (stems) of the shipped files of ``kind`` matching ``pattern``."""
     return sorted(p.stem for p in data_dir(kind).glob(pattern))
+
+
+#: names the code of a copy without ``.git`` (an export that long runs train from)
+CODE_COMMIT_ENV = "SAFEBOT_CODE_COMMIT"
+
+
+def code_commit() -> dict[str, Any]:
+    """The checkout's commit and whether its tracked files differ from it.
+
+    Outside git (an export of the tree, so that edits do not reach a running sweep)
+    the commit is ``$SAFEBOT_CODE_COMMIT`` when set, else ``None``; ``dirty`` is then
+    ``None`` (unknown).
+    """
+    root = _PACKAGE_DIR.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            res = subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": os.environ.get(CODE_COMMIT_ENV) or None, "dirty": None}
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if dirty is None else bool(dirty)}
+
+
+def code_label() -> str | None:
+    """:func:`code_commit` as one string, ``+dirty`` when tracked files differ (None: unknown)."""
+    info = code_commit()
+    if info["commit"] is None:
+        return None
+    return str(info["commit"]) + ("+dirty" if info["dirty"] else "")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +40,7 @@ from safebot.bench.stats import goal_check, runs_from_rows, summarise_task
 from safebot.config import Frozen, SpecError, parse_model, read_toml
 from safebot.io import atomic_write
 from safebot.modes import RewardConstraint, SchedulerKind, ShieldMode
+from safebot.resources import code_commit
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -224,6 +224,7 @@ class ArmOutcome:
     final_json: str
     trained: bool
     wall_s: float
+    code: str | None = None  # the commit the run started with ([run] code of its config.toml)
 
     @property
     def final(self) -> dict[str, Any]:
@@ -254,6 +255,7 @@ def run_arm(job: ArmRun) -> ArmOutcome:
         path.read_text(),
         outcome.trained or evaluated,
         time.perf_counter() - t0,
+        read_code(job.run.run_dir),
     )
 
 
@@ -264,7 +266,7 @@ def read_done(job: ArmRun) -> ArmOutcome | None:
     if not all(f.is_file() for f in files):
         return None
     metrics, summary, final = (f.read_text() for f in files)
-    return ArmOutcome(job, metrics, summary, final, trained=False, wall_s=0.0)
+    return ArmOutcome(job, metrics, summary, final, False, 0.0, read_code(d))
 
 
 def _mirror(o: ArmOutcome) -> None:
@@ -276,9 +278,28 @@ def _mirror(o: ArmOutcome) -> None:
         ("metrics.csv", o.metrics_csv),
         ("summary.json", o.summary_json),
         (FINAL_EVAL, o.final_json),
+        (CODE_FILE, o.code or ""),
     ):
-        if not (d / name).is_file():
+        if text and not (d / name).is_file():
             atomic_write(d / name, text)
+
+
+CODE_FILE = "code.txt"  # the driver's copy of a run's [run] code (a Ray worker holds the run)
+
+
+def read_code(run_dir: str | Path) -> str | None:
+    """The commit ``run_dir`` started with: ``[run] code`` of its ``config.toml``, else the
+    driver's copy; ``None`` for a run started before runs recorded it."""
+    import tomllib
+
+    d = Path(run_dir)
+    try:
+        code = tomllib.loads((d / "config.toml").read_text()).get("run", {}).get("code")
+    except (OSError, ValueError):
+        code = None
+    if code is None and (d / CODE_FILE).is_file():
+        code = (d / CODE_FILE).read_text().strip() or None
+    return str(code) if code is not None else None
 
 
 def jobs(spec: HeadlineSpec, out: Path) -> list[ArmRun]:
@@ -443,22 +464,14 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def code_commit() -> dict[str, Any]:
-    """The checkout's commit and whether its tracked files differ from it (``None`` outside git)."""
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str | None:
-        try:
-            res = subprocess.run(
-                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return res.stdout.strip() if res.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": None if dirty is None else bool(dirty)}
+def runs_code(outcomes: Sequence[ArmOutcome]) -> dict[str, int]:
+    """How many finished runs each code commit started (``[run] code`` of each run's
+    ``config.toml``; ``"unrecorded"`` for runs started before runs recorded it)."""
+    tally: dict[str, int] = {}
+    for o in outcomes:
+        key = o.code or "unrecorded"
+        tally[key] = tally.get(key, 0) + 1
+    return dict(sorted(tally.items()))
 
 
 def timing(outcomes: Sequence[ArmOutcome], trained: int, wall_s: float) -> dict[str, Any]:
@@ -587,7 +600,7 @@ def write_outputs(
     summary = {
         "spec": spec.source,
         "command": "safebot " + " ".join(sys.argv[1:]),
-        "code": code_commit(),
+        "code": code_commit() | {"runs": runs_code(outcomes)},
         "grid": {"tasks": list(spec.tasks), "arms": list(spec.arms), "seeds": spec.seeds},
         "arms": {a: s.model_dump(mode="json") for a, s in spec.arms.items()},
         "budgets": _budgets(spec),
@@ -609,6 +622,7 @@ def write_outputs(
 
 
 __all__ = [
+    "CODE_FILE",
     "CURVES",
     "FINALS",
     "ArmOutcome",
@@ -622,11 +636,13 @@ __all__ = [
     "code_commit",
     "jobs",
     "load_spec",
+    "read_code",
     "read_done",
     "read_results",
     "result_rows",
     "run_arm",
     "run_headline",
+    "runs_code",
     "summarise_results",
     "summary_markdown",
     "timing",

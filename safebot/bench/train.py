@@ -146,13 +146,10 @@ def run_arm(run: ArmRun) -> dict[str, Any]:
 
 
 def code_commit() -> str | None:
-    """The checkout's commit, ``+dirty`` when tracked files differ (None outside git)."""
-    from safebot.bench.headline import code_commit as checkout
+    """The checkout's commit, ``+dirty`` when tracked files differ (None: unknown)."""
+    from safebot.resources import code_label
 
-    info = checkout()
-    if info["commit"] is None:
-        return None
-    return str(info["commit"]) + ("+dirty" if info["dirty"] else "")
+    return code_label()
 
 
 def bench_train(

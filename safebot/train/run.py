@@ -24,6 +24,7 @@ from safebot.demos import (
 )
 from safebot.io import atomic_path, atomic_write
 from safebot.modes import RewardConstraint, RunMode, decode_run_mode
+from safebot.resources import code_label
 from safebot.schedulers import Scheduler, make_scheduler
 from safebot.shield import Shield
 from safebot.spec import TaskSpec, load_task
@@ -175,6 +176,7 @@ def _run_table(spec: TaskSpec, mode: RunMode) -> dict[str, Any]:
         "shield": mode.shield.value,
         "constraint": mode.constraint.value,
         "safebot": __version__,
+        "code": code_label() or "unknown",  # the commit this run started with
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 

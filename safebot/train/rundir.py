@@ -272,7 +272,7 @@ class RunDir:
     # ----------------------------------------------------------------------- config
 
     def write_config(self, spec: TaskSpec, run: dict[str, Any]) -> None:
-        """``config.toml``: the resolved spec and a ``[run]`` table (scheduler, version, time)."""
+        """``config.toml``: the resolved spec and a ``[run]`` table (mode, version, code commit, time)."""
         data = spec.model_dump(mode="json")
         data["run"] = run
         atomic_write(self.config, dump_toml(data))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,17 +12,21 @@ from typer.testing import CliRunner
 
 from safebot.bench.envelope import RunSpec, SweepError
 from safebot.bench.headline import (
+    CODE_FILE,
     ArmOutcome,
     ArmRun,
     check_budgets,
     jobs,
     load_spec,
+    read_code,
     read_results,
+    runs_code,
     summarise_results,
     write_results,
 )
 from safebot.config import SpecError
 from safebot.modes import RewardConstraint, SchedulerKind, ShieldMode
+from safebot.resources import code_label
 
 REPO = Path(__file__).resolve().parents[2]
 HEADLINE = REPO / "bench" / "headline.toml"
@@ -178,6 +183,35 @@ def _outcome(
     return ArmOutcome(ArmRun(run, 50), "\n".join(lines) + "\n", "{}", final_json, True, 1.0)
 
 
+def test_a_runs_code_comes_from_its_config_then_the_drivers_copy(tmp_path: Path) -> None:
+    new, mirrored, old = (tmp_path / n for n in ("new", "mirrored", "old"))
+    for d in (new, mirrored, old):
+        d.mkdir()
+    (new / "config.toml").write_text('[task]\nname = "reach"\n[run]\ncode = "abc123"\n')
+    (mirrored / CODE_FILE).write_text("def456+dirty\n")
+    (old / "config.toml").write_text('[run]\nscheduler = "static"\n')  # before runs recorded it
+    assert [read_code(d) for d in (new, mirrored, old)] == ["abc123", "def456+dirty", None]
+    outcomes = [replace(_outcome("static-0", k, [0.1], [0.0], 0.1), code=c)
+                for k, c in enumerate(["abc123", "abc123", None])]  # fmt: skip
+    assert runs_code(outcomes) == {"abc123": 2, "unrecorded": 1}
+
+
+def test_an_export_without_git_names_its_code_by_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import safebot.resources as resources
+
+    def no_git(*_a: object, **_k: object) -> None:
+        raise OSError("git: not found")
+
+    monkeypatch.setattr(resources.subprocess, "run", no_git)
+    monkeypatch.delenv(resources.CODE_COMMIT_ENV, raising=False)
+    assert resources.code_commit() == {"commit": None, "dirty": None}
+    monkeypatch.setenv(resources.CODE_COMMIT_ENV, "755996f")
+    assert resources.code_commit() == {"commit": "755996f", "dirty": None}
+    assert resources.code_label() == "755996f"
+
+
 def test_results_csv_is_long_format_and_the_summary_is_recomputed_from_it(tmp_path: Path) -> None:
     outcomes = [
         _outcome("competence", 0, [0.2, 0.9], [3.0, 5.0], 0.9),
@@ -293,6 +327,8 @@ def test_tiny_grid_end_to_end_writes_every_output_and_restarts(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["budgets"]["reach"]["steps"] == 200 and summary["failed"] == {}
     assert summary["code"]["commit"] is None or len(summary["code"]["commit"]) == 40
+    started = code_label() or "unknown"  # each run's config.toml records the code it started with
+    assert summary["code"]["runs"] == {started: 2}
     assert summary["goal"]["reach"]["missing"] == ["competence"]
     assert summary["timing"]["runs_trained"] == 2 and summary["timing"]["runs_per_hour"] > 0
     assert summary == {**summary, **summarise_results(rows, load_spec(spec).select(seeds=1))}
