@@ -87,13 +87,18 @@ class StaleMapReach(ReachEnv):
 
 def experiment_spec() -> TaskSpec:
     """``tasks/reach.toml`` as the experiment was measured: its only map error is its own,
-    stale, one (no per-episode ``[uncertainty]``), and a 2 cm keep-out cap, the size of the
-    obstacle's shift."""
+    stale, one (no per-episode ``[uncertainty]``), a 2 cm keep-out cap, the size of the
+    obstacle's shift, and a scheduler that widens at every passing evaluation
+    (``patience = 1``; Reach ships 2 since 2026-12-01), so the width reaches the cap
+    before the obstacle moves at evaluation 12."""
     spec = load_task("reach")
     ko = spec.limits.keepout
     assert ko is not None
     limits = spec.limits.model_copy(update={"keepout": ko.model_copy(update={"cap": 0.02})})
-    return spec.model_copy(update={"uncertainty": UncertaintySection(), "limits": limits})
+    scheduler = spec.scheduler.model_copy(update={"patience": 1})
+    return spec.model_copy(
+        update={"uncertainty": UncertaintySection(), "limits": limits, "scheduler": scheduler}
+    )
 
 
 def capped_policy(env: Shield) -> Callable[[Any], np.ndarray]:
