@@ -67,9 +67,9 @@ CODE_COMMIT_ENV = "SAFEBOT_CODE_COMMIT"
 def code_commit() -> dict[str, Any]:
     """The checkout's commit and whether its tracked files differ from it.
 
-    Outside git (an export of the tree, so that edits do not reach a running sweep)
-    the commit is ``$SAFEBOT_CODE_COMMIT`` when set, else ``None``; ``dirty`` is then
-    ``None`` (unknown).
+    Outside a git checkout (an installed wheel, or an export of the tree, so that
+    edits do not reach a running sweep) the commit is ``$SAFEBOT_CODE_COMMIT`` when
+    set, else ``None``; ``dirty`` is then ``None`` (unknown).
     """
     root = _PACKAGE_DIR.parent
 
@@ -82,7 +82,8 @@ def code_commit() -> dict[str, Any]:
             return None
         return res.stdout.strip() if res.returncode == 0 else None
 
-    commit = git("rev-parse", "HEAD")
+    # only the checkout's own repository: an installed package may sit inside another one
+    commit = git("rev-parse", "HEAD") if (root / ".git").exists() else None
     if commit is None:
         return {"commit": os.environ.get(CODE_COMMIT_ENV) or None, "dirty": None}
     dirty = git("status", "--porcelain", "--untracked-files=no")
