@@ -89,7 +89,7 @@ def experiment_spec() -> TaskSpec:
     """``tasks/reach.toml`` as the experiment was measured: its only map error is its own,
     stale, one (no per-episode ``[uncertainty]``), a 2 cm keep-out cap, the size of the
     obstacle's shift, and a scheduler that widens at every passing evaluation
-    (``patience = 1``; Reach ships 2 since 2026-12-01), so the width reaches the cap
+    (``patience = 1``, pinned here whatever Reach ships), so the width reaches the cap
     before the obstacle moves at evaluation 12."""
     spec = load_task("reach")
     ko = spec.limits.keepout
