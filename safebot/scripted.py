@@ -6,9 +6,10 @@ force), decides an end-effector velocity in m/s, and turns it into a normalised
 action in [-1, 1] for either action mode (:func:`ee_velocity_action`). Far from
 its target a controller asks for *more* than any envelope allows, so the action
 saturates and the shield decides the speed: a tight envelope (width 0) runs out
-of time, a loose one (width 1) moves fast enough to cause cost events (speed
-above the safe speed, impacts). That is the trade-off of issue 2, item 6; the
-measured table is in ``docs/tasks.md``.
+of time, a loose one (width 1) lets the arm close enough to the believed
+obstacles and surfaces, and fast enough, for the map error to turn into harm
+(contact, impacts). The naive controllers leave all of that to the shield, the
+careful ones keep their own clearance; the measured tables are in ``docs/tasks.md``.
 
 Example:
     >>> from safebot.scripted import evaluate_scripted
