@@ -290,12 +290,10 @@ CODE_FILE = "code.txt"  # the driver's copy of a run's [run] code (a Ray worker 
 def read_code(run_dir: str | Path) -> str | None:
     """The commit ``run_dir`` started with: ``[run] code`` of its ``config.toml``, else the
     driver's copy; ``None`` for a run started before runs recorded it."""
-    import tomllib
-
     d = Path(run_dir)
     try:
-        code = tomllib.loads((d / "config.toml").read_text()).get("run", {}).get("code")
-    except (OSError, ValueError):
+        code = read_toml(d / "config.toml").get("run", {}).get("code")
+    except SpecError:  # no config.toml (a Ray run held by a worker) or a corrupt one
         code = None
     if code is None and (d / CODE_FILE).is_file():
         code = (d / CODE_FILE).read_text().strip() or None
@@ -633,7 +631,6 @@ __all__ = [
     "HeadlineSpec",
     "TaskBudget",
     "check_budgets",
-    "code_commit",
     "jobs",
     "load_spec",
     "read_code",

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safebot.bench.train import code_commit, timed_train
+from safebot.bench.train import timed_train
 from safebot.config import SpecError
 from safebot.io import atomic_write
+from safebot.resources import code_label
 
 if TYPE_CHECKING:
     from safebot.bench.executors import Executor
@@ -137,7 +138,7 @@ def bench_learners(
     summary: dict[str, dict[str, Any]] = {label(t): {} for t in tasks}
     failed: dict[str, str] = {}
     t0 = time.perf_counter()
-    commit = code_commit()  # the code the runs of this sitting start with
+    commit = code_label()  # the code the runs of this sitting start with
     report: dict[str, Any] = {}
     pool = executor if executor is not None else make_executor("local", workers=workers)
     for run, result in pool.map_unordered(run_learner, runs):

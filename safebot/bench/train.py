@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from safebot.io import atomic_write
+from safebot.resources import code_label
 
 #: the plain-SB3 baseline's learner keys, over the task's ``[train]``
 BASELINE_KEYS: Mapping[str, Any] = {"backend": "torch", "train_freq": 1, "gradient_steps": 1}
@@ -145,13 +146,6 @@ def run_arm(run: ArmRun) -> dict[str, Any]:
     }
 
 
-def code_commit() -> str | None:
-    """The checkout's commit, ``+dirty`` when tracked files differ (None: unknown)."""
-    from safebot.resources import code_label
-
-    return code_label()
-
-
 def bench_train(
     out: Path,
     *,
@@ -176,7 +170,7 @@ def bench_train(
         for arm in ARMS
     ]
     load = os.getloadavg()[0]
-    commit = code_commit()  # the code the arms start with, not the code at the end
+    commit = code_label()  # the code the arms start with, not the code at the end
     t0 = time.perf_counter()
     arms: dict[str, Any] = {}
     for item, result in make_executor("local", workers=len(runs)).map_unordered(run_arm, runs):
@@ -213,7 +207,6 @@ __all__ = [
     "TrainBenchResult",
     "arm_spec",
     "bench_train",
-    "code_commit",
     "run_arm",
     "steps_to",
     "success_curve",
