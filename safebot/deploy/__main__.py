@@ -11,7 +11,8 @@ version, a stub address in use).
 The fault options exist to show what the controller does with a bad client:
 ``--no-rate-limit`` sends the policy's output unlimited (a step becomes a reflex),
 ``--stall-at CYCLE:SECONDS`` holds one command back (>= 20 ms: a communication reflex
-on a Franka, >= 0.1 s the RTDE watchdog on a UR).
+on a Franka, >= 0.1 s the RTDE watchdog on a UR), ``--stall-finish SECONDS`` holds back
+the Franka command that ends the motion (its first send then misses its cycle).
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         help="hold one command back this long",
     )
     ap.add_argument(
+        "--stall-finish",
+        default=None,
+        type=float,
+        metavar="SECONDS",
+        help="hold the command that ends the motion back this long (Franka)",
+    )
+    ap.add_argument(
         "--obstacle", action="append", default=[], type=Box.parse, metavar="X,Y,Z,HX,HY,HZ"
     )
     ap.add_argument("--json", type=Path, default=None, help="also write the report here")
@@ -108,8 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     inject = None
-    if args.stall_at is not None:
-        inject = FaultInjection(delay_send=(int(args.stall_at[0]), float(args.stall_at[1])))
+    if args.stall_at is not None or args.stall_finish is not None:
+        inject = FaultInjection(
+            delay_send=None if args.stall_at is None else (int(args.stall_at[0]), args.stall_at[1]),
+            delay_finish=args.stall_finish,
+        )
     try:
         report, stats = _run(args, profile, policy, inject)
     except DeployError as err:

@@ -34,10 +34,13 @@ class FaultInjection:
             as if the network lost them.
         delay_send: ``(cycle, seconds)``: hold that command back before sending it,
             as a network latency spike would (it then answers an old state).
+        delay_finish: seconds to hold back the command that ends the motion (Franka's
+            ``motion_finished``), so the controller misses that cycle first.
     """
 
     drop_sends: tuple[int, int] | None = None
     delay_send: tuple[int, float] | None = None
+    delay_finish: float | None = None
 
 
 class MaxTracker:

@@ -13,13 +13,14 @@ from safebot.train import RunOptions
 from safebot.train import train as run_train
 
 #: Tests that run a deploy loop at 1 kHz (500 Hz for the UR) against a stub in another
-#: process and assert zero faults. On the shared 2-core machine a scheduling stall can
-#: lose cycles: the Franka stub then does what the controller does (it holds the last
-#: velocity with zero acceleration), and the next command, limited against the state the
-#: client read before the stall, trips ``joint_motion_generator_acceleration_
-#: discontinuity``; the UR collision test once saw its program stopped first. Seen in 2 of
-#: the last 5 fresh-clone runs, each time on other tests, each passing alone. Rerun up to
-#: twice on an assertion only; a regression fails all three.
+#: process and assert zero faults. The Franka failures CI saw ("Motion finished commanded,
+#: but the robot is still moving!", acceleration discontinuity) were a client bug, not
+#: noise: a ``motion_finished`` command that missed its cycle was resent by libfranka
+#: after the controller's zero-acceleration hold, a jerk of up to a_max/dt. Fixed
+#: (``franka.client.finish_is_safe``) and tested deterministically
+#: (``test_a_finishing_command_that_misses_its_cycle_still_ends_the_motion``). The UR
+#: collision test once saw its program stopped first on a loaded machine; reruns stay,
+#: up to twice on an assertion only, so a regression still fails all three.
 TIMING_RERUNS = pytest.mark.flaky(reruns=2, only_rerun=["AssertionError"])
 
 

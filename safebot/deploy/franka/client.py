@@ -18,7 +18,9 @@ Faults: libfranka's ``ControlException`` (a reflex; its text names it and the
 the robot already stopped by its reflex; the report's ``faults`` are the
 ``last_motion_errors``. ``NetworkException`` (the controller gone) ends it as
 ``stub_lost``. A policy that fails or returns NaN is ramped to a stop within the limits
-and ``motion_finished`` ends the motion. Every path returns a report, never raises.
+and ``motion_finished`` ends the motion, sent only once ``qd = 0`` is valid whether or not
+the controller missed a cycle (:func:`finish_is_safe`). Every path returns a report,
+never raises.
 """
 
 from __future__ import annotations
@@ -45,10 +47,8 @@ from safebot.deploy.report import DeployReport, ExitReason, percentiles
 from safebot.deploy.rt import enter_realtime
 from safebot.deploy.state import FLAG_BITS, FloatArray, RobotMode, RobotState
 
-__all__ = ["run_loop", "state_from_franka"]
+__all__ = ["finish_is_safe", "run_loop", "state_from_franka"]
 
-#: velocity (rad/s) below which the stop ramp ends the motion
-STOP_TOLERANCE = 1e-3
 #: extra jerk margin (rad/s³). Protocol v10 echoes ``dq_d`` / ``ddq_d`` as float32 while
 #: the controller differentiates the next command against the float64 it received; a
 #: jerk computed from the echo can be off by up to ~0.3 rad/s³ (|dq| <= 5.26 rad/s,
@@ -123,6 +123,26 @@ def probe_host(host: str, timeout_s: float) -> str | None:
         return f"no answer from {host}:{COMMAND_PORT} within {timeout_s:g} s"
     except OSError as err:
         return f"cannot reach {host}:{COMMAND_PORT}: {err.strerror or err}"
+
+
+def finish_is_safe(limiter: RateLimiter, dq_d: FloatArray, ddq_d: FloatArray) -> bool:
+    """Whether ``qd = 0`` with ``motion_finished`` is within ``limiter``'s limits now.
+
+    libfranka's ``finishMotion`` resends the finishing command unchanged, under newer
+    message ids, until the motion has ended. If the first send misses its cycle, the
+    controller has extrapolated meanwhile (the stub holds ``dq_d`` with zero
+    acceleration), so the command that ends the motion must be valid against both
+    ``(dq_d, ddq_d)`` and ``(dq_d, 0)``. The last step of a plain rate-limited ramp can
+    decelerate at up to ``a_max``; resent after a zero-acceleration hold, that is a jerk
+    of ``a_max / dt`` (10 000 rad/s³ on an FR3, twice its limit).
+    """
+    accel = -dq_d / limiter.dt
+    if limiter.a_max is not None and np.any(np.abs(accel) > limiter.a_max):
+        return False
+    if limiter.j_max is None:
+        return True
+    step = limiter.j_max * limiter.dt
+    return bool(np.all(np.abs(accel) <= step) and np.all(np.abs(accel - ddq_d) <= step))
 
 
 class _Sent:
@@ -303,9 +323,13 @@ class _FrankaRun:
                 if self.report.exit_reason == "completed":
                     self._robot_fault("during the stop ramp")
                 return
-            qd = self.limit(state, zero)
-            done = float(np.max(np.abs(qd))) < STOP_TOLERANCE
-            self.write(state, qd, finished=done)
+            done = finish_is_safe(self.limiter, state.dq_d, state.ddq_d)
+            if done:
+                if self.inject.delay_finish:
+                    time.sleep(self.inject.delay_finish)
+                self.write(state, zero, finished=True)
+            else:
+                self.write(state, self.limit(state, zero))
             self.report.stop_cycles += 1
             if done:
                 self.report.final_mode = self.robot.read_once().robot_mode.name

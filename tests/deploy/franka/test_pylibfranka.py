@@ -79,6 +79,22 @@ def test_client_stall_is_a_communication_reflex(franka_stub: Spawn) -> None:
     assert stats is not None and stats["lost_run_max"] >= 20
 
 
+def test_a_finishing_command_that_misses_its_cycle_still_ends_the_motion(
+    franka_stub: Spawn,
+) -> None:
+    """libfranka resends the ``motion_finished`` command after the controller has held a
+    cycle; it must still be within the jerk limit (CI once failed here on a stall)."""
+    stub = franka_stub("fr3")
+    run = run_client(
+        ["--robot", "fr3", "--host", stub.host, "--seconds", "0.5", "--stall-finish", "0.005"]
+    )
+    assert run.code == 0, run.stderr
+    assert run.report is not None and run.report["final_mode"] == "Idle"
+    stats = stub.terminate()
+    assert stats is not None and stats["reflexes"] == [] and stats["mode"] == "IDLE"
+    assert stats["lost_in_motion"] >= 3  # the held-back command did miss its cycles
+
+
 def test_joint_limit_is_a_reflex_even_rate_limited(franka_stub: Spawn) -> None:
     stub = franka_stub("fr3")
     # joint 6 from 1.571 towards its lower limit 0.5445 at 2 rad/s: rate limiting keeps
