@@ -106,6 +106,10 @@ class EvalStats:
             (a row of ``A u <= b`` held with equality). May be empty.
         action_std: Standard deviation of the policy's actions (exploration
             left); logged, not used by the shipped schedulers.
+        train_harm_per_episode: Mean harm of the *training* episodes that ended since
+            the previous evaluation, ``None`` when none ended (or the caller does not
+            track it). Never evidence of competence: :class:`Competence` reads it only
+            to hold or tighten (``max_train_harm`` / ``spike_train_harm``).
 
     Non-finite values are read as their worst case by the schedulers (a NaN
     harm is a spike, a NaN success rate is a failure), never as a pass.
@@ -122,6 +126,7 @@ class EvalStats:
     min_margin: Mapping[str, float] = field(default_factory=dict)
     binding: Mapping[str, float] = field(default_factory=dict)
     action_std: float = 0.0
+    train_harm_per_episode: float | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,7 @@ class _Metrics:
     harm: float
     failure: float
     intervention: float
+    train_harm: float | None
 
 
 def _rate(x: float | None, worst: float) -> float:
@@ -155,6 +161,9 @@ def _metrics(stats: EvalStats) -> _Metrics:
         harm=_harm(stats.harm_per_episode),
         failure=failure,
         intervention=_rate(stats.intervention_rate, worst=1.0),
+        train_harm=(
+            None if stats.train_harm_per_episode is None else _harm(stats.train_harm_per_episode)
+        ),
     )
 
 
@@ -367,9 +376,11 @@ class CompetenceConfig(_SchedulerConfigBase):
 
     An evaluation *passes* when it had episodes, ``success_rate >=
     success_threshold``, ``harm_per_episode <= max_harm`` and, where set,
+    the training episodes since the previous evaluation had ``<= max_train_harm``,
     ``intervention_rate <= max_intervention_rate`` and every controlled margin
-    ``>= min_margin``. It *spikes* when ``harm_per_episode >= spike_harm``, or,
-    once some evaluation has passed, ``failure_rate >= spike_failure_rate``.
+    ``>= min_margin``. It *spikes* when ``harm_per_episode >= spike_harm``, where
+    set when the training episodes had ``>= spike_train_harm``, or, once some
+    evaluation has passed, ``failure_rate >= spike_failure_rate``.
     Between the two it holds: that band is the hysteresis.
     """
 
@@ -405,6 +416,15 @@ class CompetenceConfig(_SchedulerConfigBase):
     """If set, the smallest normalised margin a pass may show on a controlled
     limit (0.0: no bound was crossed in physics). In per-limit mode it guards
     the limits *not* being widened instead. ``None`` ignores margins."""
+    max_train_harm: Harm | None = None
+    """If set, a widen also needs the training episodes that ended since the previous
+    evaluation to have at most this harm per episode. Harm while learning is harm too;
+    held-out passes stay the only evidence of competence, so this can only hold.
+    ``None`` ignores training harm."""
+    spike_train_harm: Harm | None = None
+    """If set, training episodes since the previous evaluation with at least this harm
+    per episode tighten at once, as a held-out harm spike does. Must exceed
+    ``max_train_harm`` when both are set."""
     revert_to_last_safe: bool = True
     """On a spike go back to the last width at which an evaluation passed; when
     that is not lower than the current width, tighten by ``tighten_step``."""
@@ -427,6 +447,15 @@ class CompetenceConfig(_SchedulerConfigBase):
                 f"spike_harm ({self.spike_harm}) must be greater than "
                 f"max_harm ({self.max_harm}): without a gap a harm hovering "
                 "at one threshold would widen and tighten in turn"
+            )
+        if (
+            self.spike_train_harm is not None
+            and self.max_train_harm is not None
+            and self.spike_train_harm <= self.max_train_harm
+        ):
+            raise ValueError(
+                f"spike_train_harm ({self.spike_train_harm}) must be greater than "
+                f"max_train_harm ({self.max_train_harm}): the gap is where it only holds"
             )
         if self.spike_failure_rate <= 1.0 - self.success_threshold:
             raise ValueError(
@@ -666,6 +695,12 @@ class Competence(Scheduler):
         # Tighten first: a spike wins over everything, cooldown included.
         if m.harm >= cfg.spike_harm:
             return self._tighten(stats.step, "tighten: harm spike")
+        if (
+            cfg.spike_train_harm is not None
+            and m.train_harm is not None
+            and m.train_harm >= cfg.spike_train_harm
+        ):
+            return self._tighten(stats.step, "tighten: training harm spike")
         if self._ever_passed and m.failure >= cfg.spike_failure_rate:
             return self._tighten(stats.step, "tighten: failure spike")
 
@@ -697,6 +732,9 @@ class Competence(Scheduler):
             return "success"
         if m.harm > cfg.max_harm:
             return "harm"
+        if cfg.max_train_harm is not None and m.train_harm is not None:
+            if m.train_harm > cfg.max_train_harm:
+                return "training harm"
         if cfg.max_intervention_rate is not None and m.intervention > cfg.max_intervention_rate:
             return "interventions"
         # Per-limit mode checks margins when choosing what to widen, not here:

@@ -356,6 +356,29 @@ def test_pi_integral_is_clamped_while_ramping() -> None:
 # --------------------------------------------------------------------------- open loop
 
 
+def test_training_harm_holds_and_tightens_but_never_widens() -> None:
+    cfg = CompetenceConfig(
+        patience=1, cooldown=0, widen_step=0.1, max_train_harm=0.1, spike_train_harm=0.5
+    )
+    sched = Competence(cfg)
+    assert sched.update(ev(1, train_harm_per_episode=0.0)) == pytest.approx(0.1)
+    # a held-out pass with harmful training since the last evaluation: no widen
+    assert sched.update(ev(2, train_harm_per_episode=0.3)) == pytest.approx(0.1)
+    assert sched.history[-1][2] == "hold: training harm"
+    # unknown training harm (no episode ended) is no veto
+    assert sched.update(ev(3, train_harm_per_episode=None)) == pytest.approx(0.2)
+    # a training burst tightens at once, back to the last width that passed
+    assert sched.update(ev(4, train_harm_per_episode=0.6)) == pytest.approx(0.1)
+    assert sched.history[-1][2] == "tighten: training harm spike"
+    # clean training never makes a failing evaluation pass
+    assert sched.update(ev(5, success=0.7, train_harm_per_episode=0.0)) == pytest.approx(0.1)
+    # without the keys, training harm changes nothing
+    plain = Competence(CompetenceConfig(patience=1, cooldown=0, widen_step=0.1))
+    for k in range(1, 4):
+        plain.update(ev(k, train_harm_per_episode=5.0))
+    assert plain.width == pytest.approx(0.3)
+
+
 def test_linear_schedule_values() -> None:
     sched = Linear(start_width=0.0, end_width=1.0, steps=100)
     assert sched.width == 0.0
@@ -567,6 +590,8 @@ def test_toml_scheduler_table_picks_the_model() -> None:
         {"kind": "pi", "target_cost_rate": 0.01},  # renamed
         {"kind": "competence", "spike_failure_rate": 0.1},  # overlaps a pass
         {"kind": "competence", "max_intervention_rate": 2.0},
+        {"kind": "competence", "max_train_harm": -0.1},
+        {"kind": "competence", "max_train_harm": 0.5, "spike_train_harm": 0.5},  # no gap
         {"kind": "competence", "start_width": float("nan")},
         {"kind": "competence", "widen_stp": 0.1},  # typo: unknown key
         {"kind": "pi", "kp": -1.0},

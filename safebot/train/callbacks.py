@@ -11,6 +11,7 @@ import csv
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,9 @@ class EnvelopeCallback(BaseCallback):
 
     The scheduler sees only held-out evaluation episodes (separate env, seeds
     from :func:`evaluation_seed`: new episodes at every evaluation), never the
-    training reward (docs/design.md, rule 4).
+    training reward (docs/design.md, rule 4); beside them, the harm per training
+    episode since the previous evaluation (``EvalStats.train_harm_per_episode``),
+    which a competence scheduler may read to hold or tighten, never to widen.
 
     Args:
         lagrange: the learned multiplier of a Lagrangian run: logged as the
@@ -89,6 +92,9 @@ class EnvelopeCallback(BaseCallback):
         self.train_cost = 0.0
         self.train_steps = 0
         self.train_interventions = 0
+        # since the previous evaluation: harm of the training steps, training episodes ended
+        self.harm_since = 0.0
+        self.episodes_since = 0
         self.last: dict[str, Any] = {}
         self._t0 = time.perf_counter()
         self.wall_offset = 0.0
@@ -107,9 +113,12 @@ class EnvelopeCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", []):
-            self.train_cost += float(info.get("cost", 0.0))
+            harm = float(info.get("cost", 0.0))
+            self.train_cost += harm
+            self.harm_since += harm
             self.train_interventions += bool(info.get("shield/intervened", False))
             self.train_steps += 1
+        self.episodes_since += int(np.count_nonzero(self.locals.get("dones", ())))
         if self.num_timesteps >= self.next_eval:
             self.next_eval += self.eval_every
             self.run_evaluation()
@@ -138,9 +147,11 @@ class EnvelopeCallback(BaseCallback):
         )
         if self.best is not None:
             self.best.consider(model, result, evaluated_at, self.num_timesteps)
+        train_harm = self.harm_since / self.episodes_since if self.episodes_since else None
+        self.harm_since, self.episodes_since = 0.0, 0
         reason = "fixed"
         if self.scheduler is not None:
-            self.scheduler.update(result.stats)
+            self.scheduler.update(replace(result.stats, train_harm_per_episode=train_harm))
             hist = self.scheduler.history
             reason = hist[-1][2] if hist else ""
         self._push_width()
@@ -200,6 +211,8 @@ class EnvelopeCallback(BaseCallback):
             "train_cost": self.train_cost,
             "train_steps": self.train_steps,
             "train_interventions": self.train_interventions,
+            "harm_since": self.harm_since,
+            "episodes_since": self.episodes_since,
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "lagrange": self.lagrange.state_dict() if self.lagrange is not None else None,
             "wall_s": self.wall_offset + time.perf_counter() - self._t0,
@@ -210,6 +223,8 @@ class EnvelopeCallback(BaseCallback):
         self.train_cost = float(state["train_cost"])
         self.train_steps = int(state["train_steps"])
         self.train_interventions = int(state.get("train_interventions", 0))
+        self.harm_since = float(state.get("harm_since", 0.0))
+        self.episodes_since = int(state.get("episodes_since", 0))
         self.wall_offset = float(state.get("wall_s", 0.0))
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])

@@ -242,8 +242,7 @@ REPORT_KEYS = {"cycles", "missed_deadlines", "compute_us", "faults", "success", 
 def test_naive_step_trips_a_reflex_rate_limited_does_not(franka_stub: Spawn) -> None:
     """The test that proves the stub bites: the same step, with and without rate limiting."""
     stub = franka_stub("fr3")
-    # J1 straight to dq_max; SCHED_FIFO as a real-time client would run: a lost cycle while
-    # accelerating at the limit is itself a discontinuity reflex on a loaded machine
+    # J1 straight to dq_max; SCHED_FIFO as a real-time client would run
     step = ["--robot", "fr3", "--host", stub.host, "--step", "0:2.62", "--realtime"]
     naive = run_client([*step, "--seconds", "0.5", "--no-rate-limit"])
     r = naive.report
