@@ -122,3 +122,62 @@ def test_a_resumed_run_sees_the_world_it_left(
 def test_a_bad_world_change_schedule_is_refused(changes: Any) -> None:
     with pytest.raises(ValueError, match="WorldChange"):
         WorldChange(changes)
+
+
+# -- training harm: what the scheduler reads beside the held-out episodes ----------------
+
+
+class _TrainingHarm(BaseCallback):
+    """Harm and ended episodes of the training steps, per evaluation interval."""
+
+    def __init__(self, every: int) -> None:
+        super().__init__(verbose=0)
+        self.every = every
+        self.harm: dict[int, float] = {}
+        self.ended: dict[int, int] = {}
+
+    def _on_step(self) -> bool:
+        k = -(-self.num_timesteps // self.every)  # the evaluation this step comes before
+        self.harm[k] = self.harm.get(k, 0.0) + sum(i["cost"] for i in self.locals["infos"])
+        self.ended[k] = self.ended.get(k, 0) + int(sum(self.locals["dones"]))
+        return True
+
+
+def test_the_scheduler_reads_the_harm_per_training_episode_since_the_last_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import safebot.schedulers as schedulers
+    from safebot.shield.wrapper import Shield
+
+    real_step = Shield.step
+    count = itertools.count()
+
+    def harmful(self: Shield, action: Any) -> Any:  # every third step harms
+        obs, r, term, trunc, info = real_step(self, action)
+        info["cost"] = float(next(count) % 3 == 0)
+        return obs, r, term, trunc, info
+
+    monkeypatch.setattr(Shield, "step", harmful)
+    read: list[float | None] = []
+    real_update = schedulers.Competence.update
+
+    def recording(self: Any, stats: Any) -> Any:
+        read.append(stats.train_harm_per_episode)
+        return real_update(self, stats)
+
+    monkeypatch.setattr(schedulers.Competence, "update", recording)
+    every = 40  # Reach episodes are 50 steps: the first interval ends none
+    probe = _TrainingHarm(every)
+    opts = {**TINY, "eval_every": every, "checkpoint_every": 80}
+    out = tmp_path / "r"
+    train("reach", RunOptions(steps=80, **opts), out=out, progress=False, callbacks=[probe])
+    train("reach", RunOptions(steps=160, **opts), out=out, resume=True, progress=False,
+          callbacks=[probe])  # fmt: skip
+    expected = [
+        probe.harm[k] / probe.ended[k] if probe.ended[k] else None for k in sorted(probe.harm)
+    ]
+    assert read[0] is None and expected[0] is None  # no training episode had ended
+    assert read == pytest.approx(expected)
+    # a resumed run starts a new episode at step 80: no episode ends in 81-120
+    assert read[1] == pytest.approx(probe.harm[2] / 1) and read[1] > 0
+    assert len(read) == 4 and read[2] is None and read[3] is not None and read[3] > 0
