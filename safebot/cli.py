@@ -625,6 +625,16 @@ def bench_envelope(
             "--report", help="with --spec: train nothing, write the outputs of the finished runs"
         ),
     ] = False,
+    merge: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--merge",
+            help=(
+                "with --spec, repeatable: train nothing; merge these reports' results.csv "
+                "into --out, a later one replacing the (task, arm) pairs it holds"
+            ),
+        ),
+    ] = None,
 ) -> None:
     """Envelope expansion: tasks x arms x seeds -> results.csv, summary.json, plots.
 
@@ -642,8 +652,8 @@ def bench_envelope(
     try:
         ex = make_executor(executor, workers=workers, address=ray_address)
         if spec is None:
-            if arms is not None or report:
-                flag = "--arms" if arms is not None else "--report"
+            if arms is not None or report or merge:
+                flag = "--arms" if arms is not None else "--report" if report else "--merge"
                 raise SweepError(f"{flag} needs --spec (without it, use --schedulers)")
             _legacy_envelope(
                 out, ex, items(tasks), items(schedulers), seeds, steps, progress,
@@ -655,6 +665,9 @@ def bench_envelope(
         clash = [flag for flag, v in given.items() if v is not None]
         if clash:
             raise SweepError(f"{', '.join(clash)}: with --spec, set these in the spec file")
+        if merge:
+            _merge(out, spec, merge)
+            return
         _headline(out, ex, spec, items(tasks), items(arms), seeds, steps, progress, report)
     except errors as err:
         _fail(str(err))
@@ -695,6 +708,19 @@ def _report_failures(failed: dict[str, str]) -> None:
         typer.secho(f"failed: {label}: {why}", fg=typer.colors.RED, err=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _merge(out: Path, spec_path: Path, sources: list[Path]) -> None:
+    """``bench envelope --spec S --merge A --merge B``: one report from several."""
+    from safebot.bench.headline import load_spec, merge_reports
+
+    result = merge_reports(load_spec(spec_path), sources, out)
+    for src in result.summary["merged_from"]:
+        typer.echo(f"{src['dir']}: {src['runs']} run(s) of {', '.join(src['pairs']) or 'nothing'}")
+    for task, goal in result.summary["goal"].items():
+        met = {True: "met", False: "not met", None: "not decided"}[goal["met"]]
+        typer.echo(f"{task}: goal {met}")
+    typer.echo("files: " + ", ".join(str(p) for p in result.files))
 
 
 def _headline(

@@ -619,6 +619,108 @@ def write_outputs(
     return HeadlineResult(out, list(outcomes), dict(failed), summary, files)
 
 
+# --------------------------------------------------------------------------- merging reports
+
+
+def merge_rows(
+    sources: Sequence[Sequence[Mapping[str, str]]],
+) -> tuple[list[dict[str, str]], list[set[tuple[str, str]]]]:
+    """``results.csv`` rows of several reports, a later one replacing every (task, arm)
+    pair it holds; and per source the pairs kept from it."""
+    owner: dict[tuple[str, str], int] = {}
+    for i, rows in enumerate(sources):
+        for r in rows:
+            owner[(r["task"], r["arm"])] = i
+    merged = [dict(r) for i, rows in enumerate(sources) for r in rows
+              if owner[(r["task"], r["arm"])] == i]  # fmt: skip
+    kept = [{pair for pair, i in owner.items() if i == k} for k in range(len(sources))]
+    return merged, kept
+
+
+def merge_reports(spec: HeadlineSpec, sources: Sequence[Path], out: Path) -> HeadlineResult:
+    """One report from the outputs of several (``results.csv`` and ``summary.json`` in
+    each source directory): later sources replace the (task, arm) pairs they hold, as
+    when some arms were rerun with a changed scheduler while the others stand.
+
+    ``summary.json`` is recomputed from the merged rows; ``merged_from`` names each
+    source's command, code and the pairs kept from it, and the timing keeps the runs
+    kept.
+
+    Raises:
+        SpecError: a source without ``results.csv`` / ``summary.json``, or an arm the
+            spec does not name.
+    """
+    from safebot.bench.headline_plots import plot_task
+
+    if not sources:
+        raise SpecError("merge: no source report directories")
+    tables: list[list[dict[str, str]]] = []
+    summaries: list[dict[str, Any]] = []
+    for src in sources:
+        try:
+            tables.append(read_results(src / "results.csv"))
+            summaries.append(json.loads((src / "summary.json").read_text()))
+        except (OSError, ValueError) as err:
+            raise SpecError(f"merge: {src}: not a finished report ({err})") from None
+    rows, kept = merge_rows(tables)
+    unknown = sorted({r["arm"] for r in rows} - set(spec.arms))
+    if unknown:
+        raise SpecError(f"merge: arm(s) {', '.join(unknown)} not in {spec.source}")
+    order = {a: i for i, a in enumerate(spec.arms)}
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    rows.sort(key=lambda r: (tasks.index(r["task"]), order[r["arm"]]))  # stable: seeds, steps
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "results.csv", out / "summary.json", out / "summary.md"]
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=HEADER)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(files[0], buf.getvalue())
+    runs: dict[str, Any] = {}
+    merged_from = []
+    for src, summary, pairs in zip(sources, summaries, kept, strict=True):
+        mine = {
+            label: t
+            for label, t in summary.get("timing", {}).get("runs", {}).items()
+            if tuple(label.split("/")[:2]) in pairs
+        }
+        runs |= mine
+        merged_from.append({
+            "dir": str(src),
+            "command": summary.get("command"),
+            "code": summary.get("code"),
+            "pairs": sorted(f"{t}/{a}" for t, a in pairs),
+            "runs": len(mine),
+        })  # fmt: skip
+    result = summarise_results(read_results(files[0]), spec)
+    summary = {
+        "spec": spec.source,
+        "command": "safebot " + " ".join(sys.argv[1:]),
+        "code": code_commit(),
+        "merged_from": merged_from,
+        "grid": {"tasks": list(spec.tasks), "arms": list(spec.arms), "seeds": spec.seeds},
+        "arms": {a: s.model_dump(mode="json") for a, s in spec.arms.items()},
+        "budgets": _budgets(spec),
+        "interval": (
+            f"95 % percentile bootstrap of the mean over seeds ({spec.bootstrap_resamples} "
+            f"resamples, seed {spec.bootstrap_seed})"
+        ),
+        **result,
+        "timing": {
+            "train_wall_s_total": round(
+                sum(r.get("train_wall_s") or 0.0 for r in runs.values()), 1
+            ),
+            "runs": dict(sorted(runs.items())),
+        },
+        "failed": {},
+    }
+    atomic_write(files[1], json.dumps(summary, indent=2) + "\n")
+    atomic_write(files[2], summary_markdown(summary))
+    for task in summary["results"]:
+        files += plot_task(out, task, rows, summary, spec)
+    return HeadlineResult(out, [], {}, summary, files)
+
+
 __all__ = [
     "CODE_FILE",
     "CURVES",
@@ -633,6 +735,8 @@ __all__ = [
     "check_budgets",
     "jobs",
     "load_spec",
+    "merge_reports",
+    "merge_rows",
     "read_code",
     "read_done",
     "read_results",

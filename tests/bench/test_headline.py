@@ -18,10 +18,13 @@ from safebot.bench.headline import (
     check_budgets,
     jobs,
     load_spec,
+    merge_reports,
+    merge_rows,
     read_code,
     read_results,
     runs_code,
     summarise_results,
+    write_outputs,
     write_results,
 )
 from safebot.config import SpecError
@@ -249,6 +252,44 @@ def test_results_csv_is_long_format_and_the_summary_is_recomputed_from_it(tmp_pa
     goal = summary["goal"]["reach"]
     assert goal["met"] is None and "sac-lag" in goal["missing"]  # not every role ran
     assert summary == summarise_results(read_results(path), spec)  # anyone recomputes it
+
+
+def test_a_merged_report_takes_each_arm_from_the_last_source_that_holds_it(
+    tmp_path: Path,
+) -> None:
+    a = [{"task": "reach", "arm": arm, "seed": "0"} for arm in ("static-0", "competence")]
+    b = [{"task": "reach", "arm": "competence", "seed": "1"}]
+    rows, kept = merge_rows([a, b])
+    assert [(r["arm"], r["seed"]) for r in rows] == [("static-0", "0"), ("competence", "1")]
+    assert kept == [{("reach", "static-0")}, {("reach", "competence")}]
+
+    spec = load_spec(HEADLINE).model_copy(update={"bootstrap_resamples": 300})
+    old, new, out = (tmp_path / n for n in ("old", "new", "merged"))
+    first = [
+        _outcome("competence", 0, [0.2, 0.9], [3.0, 50.0], 0.9),
+        _outcome("static-0", 0, [0.1, 0.2], [0.0, 0.0], 0.3),
+    ]
+    write_outputs(spec, old, first, {}, 2, 10.0, plots=False)
+    rerun = [_outcome("competence", 0, [0.2, 0.8], [1.0, 4.0], 0.8)]
+    write_outputs(spec, new, rerun, {}, 1, 10.0, plots=False)
+    result = merge_reports(spec, [old, new], out)
+    comp = result.summary["results"]["reach"]["competence"]
+    assert comp["final_success"]["values"] == [0.8]
+    assert comp["cumulative_training_harm"]["values"] == [4.0]
+    assert result.summary["results"]["reach"]["static-0"]["final_success"]["values"] == [0.3]
+    merged_from = result.summary["merged_from"]
+    assert [m["pairs"] for m in merged_from] == [["reach/static-0"], ["reach/competence"]]
+    assert [m["runs"] for m in merged_from] == [1, 1]
+    assert set(result.summary["timing"]["runs"]) == {
+        "reach/static-0/seed0",
+        "reach/competence/seed0",
+    }
+    # the merged summary is what anyone recomputes from the merged results.csv
+    recomputed = summarise_results(read_results(out / "results.csv"), spec)
+    assert recomputed["results"] == result.summary["results"]
+    assert (out / "pareto_reach.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SpecError, match="not a finished report"):
+        merge_reports(spec, [old, tmp_path / "nothing"], out)
 
 
 # --------------------------------------------------------------------------- CLI
