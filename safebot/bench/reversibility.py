@@ -90,12 +90,15 @@ def experiment_spec() -> TaskSpec:
     stale, one (no per-episode ``[uncertainty]``), a 2 cm keep-out cap, the size of the
     obstacle's shift, and a scheduler that widens at every passing evaluation
     (``patience = 1``, pinned here whatever Reach ships), so the width reaches the cap
-    before the obstacle moves at evaluation 12."""
+    before the obstacle moves at evaluation 12; no training-harm brake (measured before
+    Reach had one)."""
     spec = load_task("reach")
     ko = spec.limits.keepout
     assert ko is not None
     limits = spec.limits.model_copy(update={"keepout": ko.model_copy(update={"cap": 0.02})})
-    scheduler = spec.scheduler.model_copy(update={"patience": 1})
+    scheduler = spec.scheduler.model_copy(
+        update={"patience": 1, "max_train_harm": None, "spike_train_harm": None}
+    )
     return spec.model_copy(
         update={"uncertainty": UncertaintySection(), "limits": limits, "scheduler": scheduler}
     )
