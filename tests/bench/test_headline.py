@@ -314,6 +314,14 @@ def test_cli_errors_exit_2_with_one_line(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "unknown arm(s) sac" in res.output
     res = runner.invoke(app, ["bench", "envelope", "--out", str(tmp_path), "--arms", "sac"])
     assert res.exit_code == 2 and "--arms needs --spec" in res.output
+    res = runner.invoke(app, ["bench", "envelope", "--out", str(tmp_path), "--merge", "x"])
+    assert res.exit_code == 2 and "--merge needs --spec" in res.output
+    res = runner.invoke(
+        app,
+        ["bench", "envelope", "--spec", str(good), "--out", str(tmp_path / "m"),
+         "--merge", str(tmp_path / "nowhere")],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "not a finished report" in res.output
 
 
 def _cli(spec: Path, out: Path, *extra: str) -> str:
