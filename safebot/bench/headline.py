@@ -507,6 +507,19 @@ class HeadlineResult:
     files: list[Path] = field(default_factory=list)
 
 
+def _described(spec: HeadlineSpec) -> dict[str, Any]:
+    """What ``summary.json`` says of the grid: tasks, arms, seeds, budgets, the interval."""
+    return {
+        "grid": {"tasks": list(spec.tasks), "arms": list(spec.arms), "seeds": spec.seeds},
+        "arms": {a: s.model_dump(mode="json") for a, s in spec.arms.items()},
+        "budgets": _budgets(spec),
+        "interval": (
+            f"95 % percentile bootstrap of the mean over seeds ({spec.bootstrap_resamples} "
+            f"resamples, seed {spec.bootstrap_seed})"
+        ),
+    }
+
+
 def _budgets(spec: HeadlineSpec) -> dict[str, Any]:
     common = {"final_episodes": spec.final_episodes}
     return {t: {**b.model_dump(mode="json"), **common} for t, b in spec.tasks.items()}
@@ -599,13 +612,7 @@ def write_outputs(
         "spec": spec.source,
         "command": "safebot " + " ".join(sys.argv[1:]),
         "code": code_commit() | {"runs": runs_code(outcomes)},
-        "grid": {"tasks": list(spec.tasks), "arms": list(spec.arms), "seeds": spec.seeds},
-        "arms": {a: s.model_dump(mode="json") for a, s in spec.arms.items()},
-        "budgets": _budgets(spec),
-        "interval": (
-            f"95 % percentile bootstrap of the mean over seeds ({spec.bootstrap_resamples} "
-            f"resamples, seed {spec.bootstrap_seed})"
-        ),
+        **_described(spec),
         **summary,
         "timing": timing(outcomes, trained, wall_s),
         "failed": dict(failed),
@@ -698,13 +705,7 @@ def merge_reports(spec: HeadlineSpec, sources: Sequence[Path], out: Path) -> Hea
         "command": "safebot " + " ".join(sys.argv[1:]),
         "code": code_commit(),
         "merged_from": merged_from,
-        "grid": {"tasks": list(spec.tasks), "arms": list(spec.arms), "seeds": spec.seeds},
-        "arms": {a: s.model_dump(mode="json") for a, s in spec.arms.items()},
-        "budgets": _budgets(spec),
-        "interval": (
-            f"95 % percentile bootstrap of the mean over seeds ({spec.bootstrap_resamples} "
-            f"resamples, seed {spec.bootstrap_seed})"
-        ),
+        **_described(spec),
         **result,
         "timing": {
             "train_wall_s_total": round(
