@@ -378,8 +378,8 @@ class CompetenceConfig(_SchedulerConfigBase):
     success_threshold``, ``harm_per_episode <= max_harm`` and, where set,
     the training episodes since the previous evaluation had ``<= max_train_harm``,
     ``intervention_rate <= max_intervention_rate`` and every controlled margin
-    ``>= min_margin``. It *spikes* when ``harm_per_episode >= spike_harm``, where
-    set when the training episodes had ``>= spike_train_harm``, or, once some
+    ``>= min_margin``. It *spikes* when ``harm_per_episode >= spike_harm``, when
+    (where set) the training episodes had ``>= spike_train_harm``, or, once some
     evaluation has passed, ``failure_rate >= spike_failure_rate``.
     Between the two it holds: that band is the hysteresis.
     """
