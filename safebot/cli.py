@@ -642,35 +642,52 @@ def bench_envelope(
     (docs/benchmarks_envelope.md); --tasks, --arms, --seeds and --steps shrink it.
     Without it, the older grid of benchmark scheduler names runs.
     """
-    from safebot.bench.envelope import SweepError
     from safebot.bench.executors import make_executor
 
-    def items(text: str | None) -> tuple[str, ...] | None:
-        return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
-
+    items = _comma_list
     errors: tuple[type[BaseException], ...] = (*_user_errors(), ValueError)  # SweepError too
     try:
         ex = make_executor(executor, workers=workers, address=ray_address)
         if spec is None:
-            if arms is not None or report or merge:
-                flag = "--arms" if arms is not None else "--report" if report else "--merge"
-                raise SweepError(f"{flag} needs --spec (without it, use --schedulers)")
+            _refuse_without_spec(arms=arms is not None, report=report, merge=bool(merge))
             _legacy_envelope(
                 out, ex, items(tasks), items(schedulers), seeds, steps, progress,
                 (eval_every, eval_episodes, checkpoint_every),
             )  # fmt: skip
             return
-        given = {"--schedulers": schedulers, "--eval-every": eval_every}
-        given |= {"--eval-episodes": eval_episodes, "--checkpoint-every": checkpoint_every}
-        clash = [flag for flag, v in given.items() if v is not None]
-        if clash:
-            raise SweepError(f"{', '.join(clash)}: with --spec, set these in the spec file")
+        _refuse_with_spec(
+            {"--schedulers": schedulers, "--eval-every": eval_every,
+             "--eval-episodes": eval_episodes, "--checkpoint-every": checkpoint_every}
+        )  # fmt: skip
         if merge:
             _merge(out, spec, merge)
             return
         _headline(out, ex, spec, items(tasks), items(arms), seeds, steps, progress, report)
     except errors as err:
         _fail(str(err))
+
+
+def _comma_list(text: str | None) -> tuple[str, ...] | None:
+    """``"a, b,"`` -> ``("a", "b")``; ``None`` stays ``None`` (the option was not given)."""
+    return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _refuse_without_spec(**given: bool) -> None:
+    """Options (``--name`` -> whether it was given) that only a spec file gives a meaning to."""
+    from safebot.bench.envelope import SweepError
+
+    for name, was_given in given.items():
+        if was_given:
+            raise SweepError(f"--{name} needs --spec (without it, use --schedulers)")
+
+
+def _refuse_with_spec(given: dict[str, object]) -> None:
+    """With ``--spec`` these options belong in the spec file."""
+    from safebot.bench.envelope import SweepError
+
+    clash = [flag for flag, v in given.items() if v is not None]
+    if clash:
+        raise SweepError(f"{', '.join(clash)}: with --spec, set these in the spec file")
 
 
 def _legacy_envelope(
