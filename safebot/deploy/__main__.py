@@ -107,20 +107,40 @@ def _policy(args: argparse.Namespace, profile: ControllerProfile) -> Policy:
     return _step_policy(profile.dof, joint, value)
 
 
+def _faults(args: argparse.Namespace) -> FaultInjection | None:
+    """The fault options as a :class:`FaultInjection` (``None`` without any).
+
+    Raises:
+        DeployError: a negative delay or cycle, or ``--stall-finish`` for an arm whose
+            client has no finishing command (ur_rtde ends with ``speedStop``).
+    """
+    if args.stall_at is None and args.stall_finish is None:
+        return None
+    if args.stall_at is not None and (args.stall_at[0] < 0 or args.stall_at[1] < 0):
+        raise DeployError(f"--stall-at needs CYCLE >= 0 and SECONDS >= 0, got {args.stall_at}")
+    if args.stall_finish is not None:
+        if ROBOT_CLIENTS[args.robot] != "franka":
+            raise DeployError(
+                f"--stall-finish holds back the Franka command that ends the motion; "
+                f"--robot {args.robot} has none (ur_rtde stops with speedStop)"
+            )
+        if not args.stall_finish >= 0:
+            raise DeployError(f"--stall-finish needs SECONDS >= 0, got {args.stall_finish}")
+    return FaultInjection(
+        delay_send=None if args.stall_at is None else (int(args.stall_at[0]), args.stall_at[1]),
+        delay_finish=args.stall_finish,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         profile, _ = robot_profile(args.robot, args.controller)
         policy = _policy(args, profile)
+        inject = _faults(args)
     except (SpecError, DeployError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    inject = None
-    if args.stall_at is not None or args.stall_finish is not None:
-        inject = FaultInjection(
-            delay_send=None if args.stall_at is None else (int(args.stall_at[0]), args.stall_at[1]),
-            delay_finish=args.stall_finish,
-        )
     try:
         report, stats = _run(args, profile, policy, inject)
     except DeployError as err:

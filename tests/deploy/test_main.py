@@ -63,6 +63,10 @@ def test_module_main_starts_the_stub_runs_and_writes_json(
         (["--robot", "ur5e", "--controller", "franka_fr3"], "not --robot ur5e"),
         (["--robot", "fr3", "--controller", "no_such"], "not found"),
         (["--robot", "ur5e", "--step", "6:0.1"], "--step joint must be 0..5"),
+        (["--robot", "ur5e", "--stall-finish", "0.01"], "--robot ur5e has none"),
+        (["--robot", "fr3", "--stall-finish", "-0.01"], "--stall-finish needs SECONDS >= 0"),
+        (["--robot", "fr3", "--stall-finish", "nan"], "--stall-finish needs SECONDS >= 0"),
+        (["--robot", "panda", "--stall-at", "5:-1"], "--stall-at needs CYCLE >= 0"),
     ],
 )
 def test_module_main_bad_input_is_one_line_exit_2(args: list[str], needle: str) -> None:
