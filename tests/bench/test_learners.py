@@ -16,7 +16,8 @@ from safebot.config import SpecError
 def test_labels_and_goals_follow_the_issue(tmp_path: Path) -> None:
     assert label("reach_ppo") == "reach-ppo" and label("tasks/push.toml") == "push"
     assert goal_of("reach", tmp_path) == {"success": 0.9, "source": "issue 13"}
-    assert goal_of("reach_ppo", tmp_path)["success"] == 0.8
+    ppo = goal_of("reach_ppo", tmp_path)
+    assert ppo is not None and ppo["success"] == 0.8
     assert goal_of("push", tmp_path) is None  # no scripted table: no goal to check
     careful = [{"width": 0.0, "success_rate": 0.6}, {"width": 1.0, "success_rate": 0.96}]
     (tmp_path / "scripted_push.json").write_text(json.dumps({"careful": careful}))
