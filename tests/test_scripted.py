@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import mujoco
 import numpy as np
 import pytest
 
@@ -14,8 +15,12 @@ from safebot.envs import ArmTaskEnv
 from safebot.scripted import (
     NAIVE_POLICIES,
     POLICIES,
+    REACH_GUARD_GAIN,
+    _box_gap,
+    arm_guard,
     ee_velocity_action,
     evaluate_scripted,
+    guarded_sites,
     main,
     press_policy,
     push_policy,
@@ -61,14 +66,17 @@ def test_naive_trades_harm_for_success_and_careful_does_not(task: str) -> None:
 
 
 # Reach episodes where the naive controller touches the box at width 1, each with the map
-# off toward the arm: the hand beside the box (25), the forearm over its top (86, 95).
-REACH_NAIVE_HARM_SEEDS = (25, 86, 95)
+# off toward the arm: the hand beside the box (25), the forearm over its top (86, 95), the
+# forearm over the top edge beside a low goal (1753, 1787), the wrist over the front top edge
+# in front of it (1667, 1692, 1948).
+REACH_NAIVE_HARM_SEEDS = (25, 86, 95, 1667, 1692, 1753, 1787, 1948)
 
 
 @pytest.mark.parametrize("seed", REACH_NAIVE_HARM_SEEDS)
 def test_careful_reach_keeps_clear_where_the_naive_one_touches(seed: int) -> None:
-    """Before it aimed inside the success ball, the careful controller touched in all three.
-    (Its success is checked over many episodes, above; it misses the goal of 95.)"""
+    """Before it aimed inside the success ball, the careful controller touched in the first
+    three; before it tilted that aim up and guarded its wrist and forearm (arm_guard), in the
+    other five. (Its success is checked over many episodes, above.)"""
     naive = evaluate_scripted("reach", 1.0, 1, seed, "naive")
     careful = evaluate_scripted("reach", 1.0, 1, seed, "careful")
     assert naive["harm_per_episode"] > 0, naive
@@ -76,16 +84,17 @@ def test_careful_reach_keeps_clear_where_the_naive_one_touches(seed: int) -> Non
 
 
 BOX = (np.array([0.5, 0.0, 0.15]), np.array([0.05, 0.15, 0.15]))
+D = 0.04 / math.sqrt(2)  # an offset of 0.04 m tilted 45 degrees up
 
 
 @pytest.mark.parametrize(
     ("goal", "moved"),
     [
-        ((0.5, 0.30, 0.1), (0.5, 0.34, 0.1)),  # beside (+y): farther out in y
-        ((0.5, -0.30, 0.1), (0.5, -0.34, 0.1)),  # beside (-y)
+        ((0.5, 0.30, 0.1), (0.5, 0.30 + D, 0.1 + D)),  # beside (+y): farther out in y, and up
+        ((0.5, -0.30, 0.1), (0.5, -0.30 - D, 0.1 + D)),  # beside (-y)
         ((0.5, 0.0, 0.45), (0.5, 0.0, 0.49)),  # above: higher
         ((0.62, 0.0, 0.2), (0.66, 0.0, 0.2)),  # behind (+x): farther behind
-        ((0.32, 0.0, 0.1), (0.32, 0.0, 0.14)),  # in front, on the robot's side: up, not back
+        ((0.32, 0.0, 0.1), (0.32 - D, 0.0, 0.1 + D)),  # in front, on the robot's side: back and up
         ((0.5, 0.0, 0.75), (0.5, 0.0, 0.75)),  # 0.3 m over the top: not near, aimed at directly
     ],
 )
@@ -95,6 +104,33 @@ def test_reach_aim_moves_a_goal_near_a_box_away_from_it(
     aim = reach_aim(np.array(goal), [BOX], 0.04)
     np.testing.assert_allclose(aim, moved, atol=1e-12)
     assert np.array_equal(reach_aim(np.array(goal), [BOX], 0.0), np.array(goal))
+
+
+def test_arm_guard_keeps_every_watched_link_from_closing_on_the_box(make_task: MakeTask) -> None:
+    env = make_task("reach")
+    env.reset(seed=3)
+    sites = guarded_sites(env)
+    names = {mujoco.mj_id2name(env.model, mujoco.mjtObj.mjOBJ_SITE, s) for s in sites}
+    assert names == {
+        "site_link7",
+        "site_link6",
+        "site_link5_wrist",
+        "site_link5",
+        "site_link5_elbow",
+    }
+    toward = np.array([0.8, 0.0, -0.4])  # at the box and down: every link closes on it
+    assert np.array_equal(arm_guard(env, toward, -1.0, sites), toward)  # no link watched
+    margin = 0.5  # every link is inside this margin: each must move away at its rate
+    v = arm_guard(env, toward, margin, sites)
+    assert not np.allclose(v, toward)
+    M, _ = env.action_map()
+    ((centre, half),) = env.keepout_boxes()
+    for s in sites:
+        gap, normal = _box_gap(
+            env.data.site_xpos[s], float(env.model.site_size[s, 0]), centre, half
+        )
+        rate = normal @ env.physics.site_jacobian(s) @ M @ v
+        assert rate >= -REACH_GUARD_GAIN * (gap - margin) - 1e-6, (s, rate, gap)
 
 
 def test_evaluation_reports_every_cost_term() -> None:
