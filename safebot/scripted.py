@@ -37,6 +37,7 @@ from safebot.envs import COST_TERMS, ArmTaskEnv, PressEnv, PushEnv
 from safebot.envs import make as make_env
 from safebot.envs.physics import F64, ee_velocity_map
 from safebot.envs.tasks import FINGERTIP_DEPTH
+from safebot.kernels import solve
 from safebot.shield import Shield
 from safebot.spec import TaskSpec
 
@@ -229,35 +230,24 @@ def arm_guard(env: ArmTaskEnv, v: F64, margin: float, sites: Sequence[int]) -> F
     closes on a believed keep-out box faster than ``REACH_GUARD_GAIN * (gap - margin)``.
 
     Each sphere within ``margin + REACH_GUARD_RANGE`` of a box gives one linear row in
-    ``v`` (its velocity is ``J_site M v``, ``M`` the env's ``ee_velocity`` map); the
-    projection onto the rows is solved by Hildreth's method (a few rows, three unknowns).
-    It is the careful controller's own care, on top of the shield, which keeps the same
-    spheres only the cap margin (1 sigma) clear.
+    ``v`` (its velocity is ``J_site M v``, ``M`` the env's ``ee_velocity`` map), and
+    the exact projection kernel the shield runs (:func:`safebot.kernels.solve`) finds
+    the least change. It is the careful controller's own care, on top of the shield,
+    which keeps the same spheres only the cap margin (1 sigma) clear.
     """
     M, _ = ee_velocity_map(env.physics.ee_jacobian())
+    boxes = env.keepout_boxes()
     rows, rhs = [], []
     for s in sites:
         p, r = env.data.site_xpos[s], float(env.model.site_size[s, 0])
-        for centre, half in env.keepout_boxes():
+        for centre, half in boxes:
             gap, normal = _box_gap(p, r, centre, half)
-            if gap < margin + REACH_GUARD_RANGE:
-                rows.append(normal @ env.physics.site_jacobian(s) @ M)
-                rhs.append(-REACH_GUARD_GAIN * (gap - margin))
+            if gap < margin + REACH_GUARD_RANGE:  # closing speed <= gain * (gap - margin)
+                rows.append(-(normal @ env.physics.site_jacobian(s) @ M))
+                rhs.append(REACH_GUARD_GAIN * (gap - margin))
     if not rows:
         return v
-    A, b = np.array(rows), np.array(rhs)
-    norms = np.maximum(np.einsum("ij,ij->i", A, A), 1e-12)
-    x, lam = np.asarray(v, dtype=np.float64).copy(), np.zeros(len(b))
-    for _ in range(200):
-        change = 0.0
-        for k in range(len(b)):
-            new = max(0.0, lam[k] + (b[k] - A[k] @ x) / norms[k])
-            x += (new - lam[k]) * A[k]
-            change = max(change, abs(new - lam[k]))
-            lam[k] = new
-        if change < 1e-9:
-            break
-    return x
+    return solve(v, rows, rhs).action
 
 
 def reach_policy(env: gym.Env[Any, Any]) -> np.ndarray:
